@@ -1,0 +1,141 @@
+"""Reading and parsing the text of cgroup control files, shared by v1.py and v2.py.
+
+A missing file in an existing directory is "this kernel/controller does not have
+it" (None); a missing directory is a vanished cgroup (CgroupGone).  Malformed text
+raises ParseError.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cgroupfs.errors import CgroupGone, ParseError
+
+# v1 reports "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 with 4 KiB
+# pages); anything this large is unlimited.
+UNLIMITED_THRESHOLD = 1 << 62
+
+
+def read_text(directory: str, name: str) -> str | None:
+    try:
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        if os.path.isdir(directory):
+            return None
+        raise CgroupGone(directory) from None
+    except (NotADirectoryError, ProcessLookupError):
+        raise CgroupGone(directory) from None
+    except OSError as exc:
+        # ENODEV/EOPNOTSUPP: the kernel has the file but the feature is off.
+        if not os.path.isdir(directory):
+            raise CgroupGone(directory) from None
+        if exc.errno in (19, 95, 22):
+            return None
+        raise
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ParseError(f"{directory}/{name}: not ASCII") from None
+
+
+def parse_int(text: str, what: str = "value") -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ParseError(f"{what}: not an integer: {text[:40]!r}") from None
+
+
+def parse_limit(text: str, what: str = "limit") -> int | None:
+    """A limit file: "max" (v2) or a huge number (v1) mean unlimited (None); -1 too."""
+    text = text.strip()
+    if text == "max" or text == "-1":
+        return None
+    value = parse_int(text, what)
+    return None if value >= UNLIMITED_THRESHOLD else value
+
+
+def parse_flat_keyed(text: str, what: str = "keyed file") -> dict[str, int]:
+    """`key value` per line (memory.stat, cpu.stat, memory.events)."""
+    result: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ParseError(f"{what}: malformed line {line[:80]!r}")
+        result[parts[0]] = parse_int(parts[1], f"{what} {parts[0]}")
+    return result
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """The kernel's cpu list format: "0-2,5,7-8" -> (0, 1, 2, 5, 7, 8)."""
+    cpus: set[int] = set()
+    text = text.strip()
+    if not text:
+        return ()
+    for part in text.split(","):
+        first, dash, last = part.partition("-")
+        start = parse_int(first, "cpu list")
+        end = parse_int(last, "cpu list") if dash else start
+        if start < 0 or end < start or end - start > 65536:
+            raise ParseError(f"cpu list: bad range {part!r}")
+        cpus.update(range(start, end + 1))
+    return tuple(sorted(cpus))
+
+
+def format_cpu_list(cpus: tuple[int, ...] | list[int]) -> str:
+    """The inverse of parse_cpu_list: (0, 1, 2, 5) -> "0-2,5"."""
+    ranges: list[str] = []
+    ordered = sorted(cpus)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        ranges.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(ranges)
+
+
+def ancestry(mount_directory: str, leaf_directory: str) -> list[str]:
+    """Directories from the mount root down to the leaf, inclusive."""
+    chain = [leaf_directory]
+    current = leaf_directory
+    root = mount_directory.rstrip("/") or "/"
+    while current.rstrip("/") != root and current not in ("/", ""):
+        current = os.path.dirname(current)
+        chain.append(current)
+    chain.reverse()
+    return chain
+
+
+def tree_directories(directory: str) -> list[str]:
+    """The cgroup and all its descendants (a vanished subtree is skipped)."""
+    result = [directory]
+    for dirpath, dirnames, _ in os.walk(directory):
+        result.extend(os.path.join(dirpath, d) for d in dirnames)
+    return result
+
+
+def read_id_list(directory: str, name: str) -> list[int]:
+    """cgroup.procs / tasks / cgroup.threads: one id per line."""
+    text = read_text(directory, name)
+    if text is None:
+        return []
+    return [parse_int(line, name) for line in text.split()]
+
+
+def parse_pressure(text: str) -> tuple[int | None, int | None]:
+    """PSI file: `some avg10=.. avg60=.. avg300=.. total=N` and `full ...`."""
+    some = full = None
+    for line in text.splitlines():
+        kind, *pairs = line.split()
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            if key == "total":
+                if kind == "some":
+                    some = parse_int(value, "pressure total")
+                elif kind == "full":
+                    full = parse_int(value, "pressure total")
+    return some, full

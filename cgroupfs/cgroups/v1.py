@@ -1,0 +1,188 @@
+"""cgroup v1 ("legacy") counters -> typed snapshots.  All v1 file knowledge is here.
+
+Every function takes `chain`: the cgroup's directories from the controller's mount
+root down to the cgroup itself (see files.ancestry), so limits can be taken as the
+minimum over the ancestors the way the kernel enforces them.
+"""
+
+from __future__ import annotations
+
+from cgroupfs.cgroups.files import (
+    parse_cpu_list, parse_flat_keyed, parse_int, parse_limit, read_id_list, read_text,
+)
+from cgroupfs.cgroups.model import CpuStats, CpusetInfo, DeviceIo, IoStats, MemoryStats
+from cgroupfs.errors import ParseError
+
+# v1 memory.stat hierarchical keys -> MemoryStats field names.
+_MEMORY_STAT_FIELDS = {
+    "total_rss": "anon_bytes",
+    "total_cache": "file_bytes",
+    "total_active_anon": "active_anon_bytes",
+    "total_inactive_anon": "inactive_anon_bytes",
+    "total_active_file": "active_file_bytes",
+    "total_inactive_file": "inactive_file_bytes",
+    "total_unevictable": "unevictable_bytes",
+    "total_shmem": "shmem_bytes",
+    "total_mapped_file": "mapped_bytes",
+    "total_dirty": "dirty_bytes",
+    "total_writeback": "writeback_bytes",
+    "total_rss_huge": "anon_thp_bytes",
+}
+
+
+def _min_limit(chain: list[str], name: str) -> int | None:
+    limits = []
+    for directory in chain:
+        text = read_text(directory, name)
+        if text is not None:
+            value = parse_limit(text, name)
+            if value is not None:
+                limits.append(value)
+    return min(limits) if limits else None
+
+
+def _required(directory: str, name: str) -> str:
+    text = read_text(directory, name)
+    if text is None:
+        raise ParseError(f"{directory}/{name}: missing")
+    return text
+
+
+def read_memory(chain: list[str]) -> MemoryStats:
+    leaf = chain[-1]
+    limit = _min_limit(chain, "memory.limit_in_bytes")
+    usage = parse_int(_required(leaf, "memory.usage_in_bytes").strip(), "memory.usage_in_bytes")
+    stat = parse_flat_keyed(_required(leaf, "memory.stat"), "memory.stat")
+
+    # memsw = memory + swap.  The honest swap limit is memsw limit - memory limit.
+    swap_limit = swap_usage = None
+    memsw_usage_text = read_text(leaf, "memory.memsw.usage_in_bytes")
+    if memsw_usage_text is not None:
+        memsw_limit = _min_limit(chain, "memory.memsw.limit_in_bytes")
+        if memsw_limit is not None:
+            swap_limit = max(0, memsw_limit - limit) if limit is not None else memsw_limit
+        swap_usage = max(0, parse_int(memsw_usage_text.strip(), "memsw usage") - usage)
+
+    oom_kill = None
+    oom_text = read_text(leaf, "memory.oom_control")
+    if oom_text is not None:
+        oom_kill = parse_flat_keyed(oom_text, "memory.oom_control").get("oom_kill")
+
+    fields = {name: stat.get(key, 0) for key, name in _MEMORY_STAT_FIELDS.items()}
+    return MemoryStats(
+        limit_bytes=limit, usage_bytes=usage, swap_limit_bytes=swap_limit,
+        swap_usage_bytes=swap_usage, oom_kill_count=oom_kill, **fields,
+    )
+
+
+def parse_usage_all(text: str) -> tuple[tuple[int, int], ...]:
+    """cpuacct.usage_all: `cpu user system` header, then one row per cpu in ns -> usec."""
+    rows: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) != 3:
+            raise ParseError(f"cpuacct.usage_all: malformed line {line[:80]!r}")
+        cpu, user_ns, system_ns = (parse_int(p, "cpuacct.usage_all") for p in parts)
+        rows[cpu] = (user_ns // 1000, system_ns // 1000)
+    width = max(rows) + 1 if rows else 0
+    return tuple(rows.get(cpu, (0, 0)) for cpu in range(width))
+
+
+def read_cpu(cpu_chain: list[str] | None, cpuacct_chain: list[str] | None) -> CpuStats:
+    """`cpu` and `cpuacct` may be co-mounted or separate; either may be missing."""
+    per_cpu = None
+    user_usec = system_usec = 0
+    if cpuacct_chain is not None:
+        usage_all = read_text(cpuacct_chain[-1], "cpuacct.usage_all")
+        if usage_all is not None:
+            per_cpu = parse_usage_all(usage_all)
+            user_usec = sum(user for user, _ in per_cpu)
+            system_usec = sum(system for _, system in per_cpu)
+
+    quota, period = None, 100_000
+    throttling: dict[str, int] = {}
+    if cpu_chain is not None:
+        quota, period = _tightest_quota(cpu_chain)
+        stat_text = read_text(cpu_chain[-1], "cpu.stat")
+        if stat_text is not None:
+            throttling = parse_flat_keyed(stat_text, "cpu.stat")
+    return CpuStats(
+        user_usec=user_usec, system_usec=system_usec, per_cpu_usec=per_cpu,
+        quota_usec=quota, period_usec=period,
+        nr_periods=throttling.get("nr_periods", 0),
+        nr_throttled=throttling.get("nr_throttled", 0),
+        throttled_usec=throttling.get("throttled_time", 0) // 1000,
+    )
+
+
+def _tightest_quota(chain: list[str]) -> tuple[int | None, int]:
+    """The (quota, period) of the ancestor allowing the fewest cpus."""
+    best: tuple[int | None, int] = (None, 100_000)
+    for directory in chain:
+        quota_text = read_text(directory, "cpu.cfs_quota_us")
+        period_text = read_text(directory, "cpu.cfs_period_us")
+        if quota_text is None or period_text is None:
+            continue
+        quota = parse_limit(quota_text, "cpu.cfs_quota_us")
+        period = parse_int(period_text.strip(), "cpu.cfs_period_us")
+        if quota is None or period <= 0:
+            continue
+        if best[0] is None or quota / period < best[0] / best[1]:
+            best = (quota, period)
+    return best
+
+
+def read_cpuset(chain: list[str]) -> CpusetInfo:
+    leaf = chain[-1]
+    text = read_text(leaf, "cpuset.effective_cpus")
+    if text is None:
+        text = _required(leaf, "cpuset.cpus")
+    return CpusetInfo(cpus=parse_cpu_list(text))
+
+
+def parse_blkio(text: str, what: str) -> dict[tuple[int, int], dict[str, int]]:
+    """blkio `MAJ:MIN Op value` lines (and a final `Total N`) -> {(maj, min): {op: value}}."""
+    devices: dict[tuple[int, int], dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or parts[0] == "Total":
+            continue
+        if len(parts) != 3 or ":" not in parts[0]:
+            raise ParseError(f"{what}: malformed line {line[:80]!r}")
+        major, _, minor = parts[0].partition(":")
+        device = (parse_int(major, what), parse_int(minor, what))
+        devices.setdefault(device, {})[parts[1]] = parse_int(parts[2], what)
+    return devices
+
+
+def read_io(chain: list[str]) -> IoStats:
+    leaf = chain[-1]
+    # The throttle files count every bio of the cgroup on any scheduler; the plain
+    # (CFQ/BFQ) files exist only with those schedulers.
+    for prefix in ("blkio.throttle.", "blkio.", "blkio.bfq."):
+        bytes_text = read_text(leaf, prefix + "io_service_bytes_recursive")
+        ios_text = read_text(leaf, prefix + "io_serviced_recursive")
+        if bytes_text is not None and ios_text is not None:
+            break
+    else:
+        return IoStats()
+    by_bytes = parse_blkio(bytes_text, "io_service_bytes")
+    by_ios = parse_blkio(ios_text, "io_serviced")
+    devices = []
+    for major, minor in sorted(set(by_bytes) | set(by_ios)):
+        b, n = by_bytes.get((major, minor), {}), by_ios.get((major, minor), {})
+        devices.append(DeviceIo(
+            major=major, minor=minor,
+            read_bytes=b.get("Read", 0), write_bytes=b.get("Write", 0),
+            read_ios=n.get("Read", 0), write_ios=n.get("Write", 0),
+            discard_bytes=b.get("Discard", 0), discard_ios=n.get("Discard", 0),
+        ))
+    return IoStats(devices=tuple(devices))
+
+
+def read_thread_ids(directory: str) -> list[int]:
+    return read_id_list(directory, "tasks")
+
+
+def read_process_ids(directory: str) -> list[int]:
+    return read_id_list(directory, "cgroup.procs")

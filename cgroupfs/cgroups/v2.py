@@ -1,0 +1,153 @@
+"""cgroup v2 ("unified") counters -> typed snapshots.  All v2 file knowledge is here.
+
+Formats follow Documentation/admin-guide/cgroup-v2.rst.  `chain` is the list of
+directories from the cgroup2 mount root down to the cgroup (see files.ancestry).
+"""
+
+from __future__ import annotations
+
+from cgroupfs.cgroups.files import (
+    parse_cpu_list, parse_flat_keyed, parse_int, parse_limit, parse_pressure, read_id_list,
+    read_text,
+)
+from cgroupfs.cgroups.model import (
+    CpuStats, CpusetInfo, DeviceIo, IoStats, MemoryStats, PressureStats,
+)
+from cgroupfs.errors import ParseError
+
+_MEMORY_STAT_FIELDS = {
+    "anon": "anon_bytes",
+    "file": "file_bytes",
+    "active_anon": "active_anon_bytes",
+    "inactive_anon": "inactive_anon_bytes",
+    "active_file": "active_file_bytes",
+    "inactive_file": "inactive_file_bytes",
+    "unevictable": "unevictable_bytes",
+    "shmem": "shmem_bytes",
+    "file_mapped": "mapped_bytes",
+    "file_dirty": "dirty_bytes",
+    "file_writeback": "writeback_bytes",
+    "anon_thp": "anon_thp_bytes",
+    "slab_reclaimable": "slab_reclaimable_bytes",
+    "slab_unreclaimable": "slab_unreclaimable_bytes",
+}
+
+
+def _min_limit(chain: list[str], name: str) -> int | None:
+    # The root cgroup has no memory.max; each level below may set one.
+    limits = []
+    for directory in chain:
+        text = read_text(directory, name)
+        if text is not None:
+            value = parse_limit(text, name)
+            if value is not None:
+                limits.append(value)
+    return min(limits) if limits else None
+
+
+def _required(directory: str, name: str) -> str:
+    text = read_text(directory, name)
+    if text is None:
+        raise ParseError(f"{directory}/{name}: missing")
+    return text
+
+
+def read_memory(chain: list[str]) -> MemoryStats:
+    leaf = chain[-1]
+    usage = parse_int(_required(leaf, "memory.current").strip(), "memory.current")
+    stat = parse_flat_keyed(_required(leaf, "memory.stat"), "memory.stat")
+    swap_usage_text = read_text(leaf, "memory.swap.current")
+    swap_usage = None if swap_usage_text is None else parse_int(swap_usage_text.strip(), "memory.swap.current")
+    swap_limit = _min_limit(chain, "memory.swap.max") if swap_usage_text is not None else None
+    events_text = read_text(leaf, "memory.events")
+    oom_kill = None if events_text is None else parse_flat_keyed(events_text, "memory.events").get("oom_kill")
+    fields = {name: stat.get(key, 0) for key, name in _MEMORY_STAT_FIELDS.items()}
+    return MemoryStats(
+        limit_bytes=_min_limit(chain, "memory.max"), usage_bytes=usage,
+        swap_limit_bytes=swap_limit, swap_usage_bytes=swap_usage, oom_kill_count=oom_kill,
+        **fields,
+    )
+
+
+def read_cpu(chain: list[str]) -> CpuStats:
+    # cpu.stat's usage lines exist in every cgroup, with or without the cpu controller.
+    stat = parse_flat_keyed(_required(chain[-1], "cpu.stat"), "cpu.stat")
+    quota, period = _tightest_quota(chain)
+    return CpuStats(
+        user_usec=stat.get("user_usec", 0), system_usec=stat.get("system_usec", 0),
+        per_cpu_usec=None, quota_usec=quota, period_usec=period,
+        nr_periods=stat.get("nr_periods", 0), nr_throttled=stat.get("nr_throttled", 0),
+        throttled_usec=stat.get("throttled_usec", 0),
+    )
+
+
+def parse_cpu_max(text: str) -> tuple[int | None, int]:
+    """cpu.max: `$MAX $PERIOD`, MAX may be "max"."""
+    parts = text.split()
+    if len(parts) != 2:
+        raise ParseError(f"cpu.max: malformed {text[:40]!r}")
+    return parse_limit(parts[0], "cpu.max"), parse_int(parts[1], "cpu.max period")
+
+
+def _tightest_quota(chain: list[str]) -> tuple[int | None, int]:
+    best: tuple[int | None, int] = (None, 100_000)
+    for directory in chain:
+        text = read_text(directory, "cpu.max")
+        if text is None:
+            continue
+        quota, period = parse_cpu_max(text)
+        if quota is None or period <= 0:
+            continue
+        if best[0] is None or quota / period < best[0] / best[1]:
+            best = (quota, period)
+    return best
+
+
+def read_cpuset(chain: list[str]) -> CpusetInfo:
+    return CpusetInfo(cpus=parse_cpu_list(_required(chain[-1], "cpuset.cpus.effective")))
+
+
+def parse_io_stat(text: str) -> IoStats:
+    """io.stat: `MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. dbytes=.. dios=..` per line."""
+    devices = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        major, colon, minor = parts[0].partition(":")
+        if not colon:
+            raise ParseError(f"io.stat: malformed line {line[:80]!r}")
+        counters: dict[str, int] = {}
+        for pair in parts[1:]:
+            key, eq, value = pair.partition("=")
+            if not eq:
+                raise ParseError(f"io.stat: malformed field {pair[:40]!r}")
+            counters[key] = parse_int(value, f"io.stat {key}")
+        devices.append(DeviceIo(
+            major=parse_int(major, "io.stat"), minor=parse_int(minor, "io.stat"),
+            read_bytes=counters.get("rbytes", 0), write_bytes=counters.get("wbytes", 0),
+            read_ios=counters.get("rios", 0), write_ios=counters.get("wios", 0),
+            discard_bytes=counters.get("dbytes", 0), discard_ios=counters.get("dios", 0),
+        ))
+    return IoStats(devices=tuple(devices))
+
+
+def read_io(chain: list[str]) -> IoStats:
+    text = read_text(chain[-1], "io.stat")
+    return IoStats() if text is None else parse_io_stat(text)
+
+
+def read_pressure(directory: str, resource: str) -> PressureStats | None:
+    text = read_text(directory, f"{resource}.pressure")
+    if text is None:
+        return None
+    some, full = parse_pressure(text)
+    return PressureStats(some_total_usec=some, full_total_usec=full)
+
+
+def read_thread_ids(directory: str) -> list[int]:
+    return read_id_list(directory, "cgroup.threads")
+
+
+def read_process_ids(directory: str) -> list[int]:
+    return read_id_list(directory, "cgroup.procs")

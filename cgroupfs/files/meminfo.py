@@ -1,0 +1,69 @@
+"""proc/meminfo from the memory controller.
+
+MemTotal = min(limit over the cgroup and its ancestors, host MemTotal);
+MemFree = MemTotal - usage; MemAvailable = MemFree + active_file + inactive_file
++ slab_reclaimable (LXCFS's formula), at most MemTotal.  Cache and LRU lines come
+from memory.stat; swap from the swap limit and usage.  Lines with no cgroup
+counterpart are the host's.
+"""
+
+from __future__ import annotations
+
+from cgroupfs.cgroups.model import MemoryStats
+from cgroupfs.host.meminfo import HostMeminfo
+
+KIB = 1024
+
+
+def container_values_kb(host: HostMeminfo, memory: MemoryStats) -> dict[str, int]:
+    """The meminfo keys this cgroup determines, in kB."""
+    host_total_bytes = host.kb("MemTotal") * KIB
+    total = host_total_bytes if memory.limit_bytes is None else min(memory.limit_bytes, host_total_bytes)
+    free = max(0, total - memory.usage_bytes)
+    available = min(
+        total,
+        free + memory.active_file_bytes + memory.inactive_file_bytes + memory.slab_reclaimable_bytes,
+    )
+    values = {
+        "MemTotal": total,
+        "MemFree": free,
+        "MemAvailable": available,
+        "Buffers": 0,
+        "Cached": memory.file_bytes,
+        "SwapCached": 0,
+        "Active": memory.active_anon_bytes + memory.active_file_bytes,
+        "Inactive": memory.inactive_anon_bytes + memory.inactive_file_bytes,
+        "Active(anon)": memory.active_anon_bytes,
+        "Inactive(anon)": memory.inactive_anon_bytes,
+        "Active(file)": memory.active_file_bytes,
+        "Inactive(file)": memory.inactive_file_bytes,
+        "Unevictable": memory.unevictable_bytes,
+        "Dirty": memory.dirty_bytes,
+        "Writeback": memory.writeback_bytes,
+        "AnonPages": memory.anon_bytes,
+        "Mapped": memory.mapped_bytes,
+        "Shmem": memory.shmem_bytes,
+        "Slab": memory.slab_reclaimable_bytes + memory.slab_unreclaimable_bytes,
+        "SReclaimable": memory.slab_reclaimable_bytes,
+        "SUnreclaim": memory.slab_unreclaimable_bytes,
+        "AnonHugePages": memory.anon_thp_bytes,
+    }
+    if memory.swap_usage_bytes is not None:
+        host_swap_bytes = host.kb("SwapTotal") * KIB
+        swap_total = host_swap_bytes if memory.swap_limit_bytes is None else min(memory.swap_limit_bytes, host_swap_bytes)
+        values["SwapTotal"] = swap_total
+        values["SwapFree"] = max(0, swap_total - memory.swap_usage_bytes)
+    return {key: value // KIB for key, value in values.items()}
+
+
+def render(host: HostMeminfo, memory: MemoryStats) -> bytes:
+    values = container_values_kb(host, memory)
+    out = []
+    for line in host.lines:
+        value = values.get(line.key, line.value)
+        # The kernel's layout: the label padded to 16 columns, the number to 8.
+        if line.has_kb:
+            out.append(f"{line.key + ':':<16}{value:>8} kB\n")
+        else:
+            out.append(f"{line.key + ':':<16}{value:>8}\n")
+    return "".join(out).encode()

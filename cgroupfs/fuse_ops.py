@@ -1,0 +1,160 @@
+"""The FUSE operations over the path table: a read-only tree of virtual files.
+
+Content is rendered once, at open, for the opening process and kept with the file
+handle, so every read of that open (any offset, any size) sees the same text.
+Files are served with direct_io because their size is not known in advance
+(st_size is 0, as in /proc).  The loop is single-threaded (see daemon/mount.py):
+no locking is needed for the handle table.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from typing import Protocol
+
+import mfusepy
+
+from cgroupfs.server import ContentServer
+from cgroupfs.table import DIRECTORIES, FILES
+
+log = logging.getLogger(__name__)
+
+# Kernel caches for names and attributes: they never change while mounted.
+ENTRY_TIMEOUT_S = 3600.0
+ATTR_TIMEOUT_S = 3600.0
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class RequestObserver(Protocol):
+    def request(self, path: str, seconds: float, error: int | None) -> None: ...
+
+
+class _NullRequestObserver:
+    def request(self, path: str, seconds: float, error: int | None) -> None:
+        pass
+
+
+def is_own_thread(tid: int, own_pid: int) -> bool:
+    """True when the caller (a thread id, as FUSE reports it) belongs to this process."""
+    return tid == own_pid or os.path.exists(f"/proc/{own_pid}/task/{tid}")
+
+
+class CgroupFsOperations(mfusepy.Operations):
+    use_ns = True
+
+    def __init__(self, server: ContentServer, observer: RequestObserver | None = None, on_init=None):
+        self.server = server
+        self.observer = observer or _NullRequestObserver()
+        self.on_init = on_init
+        self._handles: dict[int, bytes] = {}
+        self._next_handle = 1
+        self._own_pid = os.getpid()
+        self._mount_time_ns = time.time_ns()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def init_with_config(self, conn, config) -> None:
+        if config is not None:
+            config.entry_timeout = ENTRY_TIMEOUT_S
+            config.attr_timeout = ATTR_TIMEOUT_S
+            config.negative_timeout = ENTRY_TIMEOUT_S
+            config.direct_io = 1
+        if self.on_init is not None:
+            self.on_init()
+
+    # -- metadata -------------------------------------------------------------
+
+    def getattr(self, path: str, fh=None) -> dict:
+        relative = path.strip("/")
+        times = {"st_atime": self._mount_time_ns, "st_mtime": self._mount_time_ns, "st_ctime": self._mount_time_ns}
+        if relative in DIRECTORIES:
+            return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2 + sum(
+                1 for child in DIRECTORIES[relative] if _join(relative, child) in DIRECTORIES), **times}
+        if relative in FILES:
+            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": 0, **times}
+        raise mfusepy.FuseOSError(errno.ENOENT)
+
+    def readdir(self, path: str, fh) -> list[str]:
+        relative = path.strip("/")
+        if relative not in DIRECTORIES:
+            raise mfusepy.FuseOSError(errno.ENOTDIR if relative in FILES else errno.ENOENT)
+        return [".", "..", *DIRECTORIES[relative]]
+
+    def statfs(self, path: str) -> dict:
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+    # -- content --------------------------------------------------------------
+
+    def open(self, path: str, fi) -> int:
+        started = time.perf_counter()
+        relative = path.strip("/")
+        error = None
+        try:
+            if relative not in FILES:
+                error = errno.EISDIR if relative in DIRECTORIES else errno.ENOENT
+                raise mfusepy.FuseOSError(error)
+            if fi.flags & _WRITE_FLAGS:
+                error = errno.EROFS
+                raise mfusepy.FuseOSError(error)
+            caller = mfusepy.fuse_get_context()[2]
+            if is_own_thread(caller, self._own_pid):
+                # The daemon reading its own mount would deadlock a single-threaded loop;
+                # any thread of ours that gets here is refused instead.
+                log.error("refused a read of %s by the daemon itself (thread %d)", relative, caller)
+                error = errno.EDEADLK
+                raise mfusepy.FuseOSError(error)
+            try:
+                data = self.server.content(relative, caller)
+            except Exception:
+                log.exception("rendering %s for pid %d failed", relative, caller)
+                error = errno.EIO
+                raise mfusepy.FuseOSError(error) from None
+            handle = self._next_handle
+            self._next_handle += 1
+            self._handles[handle] = data
+            fi.fh = handle
+            fi.direct_io = 1
+            return 0
+        finally:
+            self.observer.request(relative, time.perf_counter() - started, error)
+
+    def read(self, path: str, size: int, offset: int, fh) -> bytes:
+        data = self._handles.get(fh.fh if hasattr(fh, "fh") else fh)
+        if data is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        if offset < 0:
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        return data[offset:offset + size]
+
+    def release(self, path: str, fh) -> int:
+        self._handles.pop(fh.fh if hasattr(fh, "fh") else fh, None)
+        return 0
+
+    # -- everything that would change the tree: read-only ---------------------
+
+    def _read_only(self, *args, **kwargs):
+        raise mfusepy.FuseOSError(errno.EROFS)
+
+    write = truncate = create = unlink = mkdir = rmdir = rename = link = symlink = _read_only
+    chmod = chown = utimens = mknod = setxattr = removexattr = _read_only
+
+    def getxattr(self, path: str, name: str, position: int = 0):
+        self.getattr(path)  # ENOENT for unknown paths
+        raise mfusepy.FuseOSError(errno.ENODATA)
+
+    def listxattr(self, path: str) -> list[str]:
+        self.getattr(path)
+        return []
+
+    @property
+    def open_handles(self) -> int:
+        return len(self._handles)
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent}/{child}" if parent else child

@@ -1,0 +1,177 @@
+"""Content for (file, reader pid): resolution, the short render cache, fallbacks.
+
+Used by the FUSE operations and by `cgroupfs show`.  Single entry point:
+`ContentServer.content(path, pid)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from cgroupfs.cgroups import CgroupPaths, CgroupReader, Hierarchy, discover, read_proc_cgroup
+from cgroupfs.errors import CgroupGone, ParseError, ProcessGone
+from cgroupfs.host import HostReader
+from cgroupfs.procs import pid_namespace
+from cgroupfs.sources import LoadLookup, NamespaceInits, Options, ReaderSources
+from cgroupfs.table import FILES
+
+log = logging.getLogger(__name__)
+
+
+class Observer(Protocol):
+    """What the server reports (the daemon turns it into metrics); all optional."""
+
+    def cache_lookup(self, hit: bool) -> None: ...
+    def fallback(self, path: str, reason: str) -> None: ...
+
+
+class _NullObserver:
+    def cache_lookup(self, hit: bool) -> None:
+        pass
+
+    def fallback(self, path: str, reason: str) -> None:
+        pass
+
+
+@dataclass
+class _Entry:
+    expires: float
+    value: object
+
+
+class TtlCache:
+    """A dict whose entries expire; bounded by purging expired entries when it grows."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 20_000):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[object, _Entry] = {}
+
+    def get(self, key: object, now: float):
+        entry = self._entries.get(key)
+        if entry is None or entry.expires <= now:
+            return None
+        return entry.value
+
+    def put(self, key: object, value: object, now: float) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+        self._entries[key] = _Entry(now + self.ttl_s, value)
+
+    def discard(self, key: object) -> None:
+        self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class ContentServer:
+    def __init__(
+        self,
+        hierarchy: Hierarchy | None = None,
+        host: HostReader | None = None,
+        options: Options | None = None,
+        cache_ttl_s: float = 0.1,
+        load_lookup: LoadLookup | None = None,
+        observer: Observer | None = None,
+    ):
+        self.options = options or Options()
+        self.hierarchy = hierarchy or discover(self.options.proc_root)
+        self.cgroups = CgroupReader(self.hierarchy)
+        self.host = host or HostReader(self.options.proc_root)
+        self.inits = NamespaceInits(self.options.proc_root)
+        self.load_lookup = load_lookup
+        self.observer = observer or _NullObserver()
+        # pid -> CgroupPaths.  A pid is reused only after the pid space wraps, which
+        # cannot happen within a TTL this short; a process moved to another cgroup is
+        # seen after at most one TTL.
+        self._paths = TtlCache(cache_ttl_s)
+        self._rendered = TtlCache(cache_ttl_s)
+        self.caching = cache_ttl_s > 0
+        # The daemon runs in the host's pid namespace (DESIGN: it must, to see callers' pids).
+        self.host_pid_namespace = _own_pid_namespace(self.options.proc_root)
+        self._logged: set[tuple[str, str]] = set()
+
+    def resolve(self, pid: int, now: float) -> CgroupPaths:
+        paths = self._paths.get(pid, now) if self.caching else None
+        if paths is None:
+            paths = read_proc_cgroup(pid, self.options.proc_root)
+            if self.caching:
+                self._paths.put(pid, paths, now)
+        return paths
+
+    def content(self, path: str, pid: int) -> bytes:
+        """What process `pid` reads at `path` (relative, e.g. "proc/meminfo")."""
+        virtual = FILES[path]
+        now = time.monotonic()
+        try:
+            paths = self.resolve(pid, now)
+        except (ProcessGone, ParseError) as exc:
+            # Nobody to tailor the file for: the host's file is the honest answer.
+            self._fallback(path, "unresolved", exc)
+            return self.host.raw(virtual.host_name)
+        if self.cgroups.is_root(paths):
+            return self.host.raw(virtual.host_name)
+
+        key: tuple = (path, paths.key())
+        if virtual.per_namespace:
+            try:
+                key += (pid_namespace(pid, self.options.proc_root),)
+            except ProcessGone:
+                return self.host.raw(virtual.host_name)
+        if self.caching:
+            cached = self._rendered.get(key, now)
+            self.observer.cache_lookup(cached is not None)
+            if cached is not None:
+                return cached
+
+        for attempt in (1, 2):
+            try:
+                data = virtual.render(self._sources(pid, paths))
+                break
+            except CgroupGone as exc:
+                # Moved or removed between resolution and rendering: resolve again once.
+                self._paths.discard(pid)
+                if attempt == 2:
+                    self._fallback(path, "cgroup_gone", exc)
+                    return self.host.raw(virtual.host_name)
+                try:
+                    paths = read_proc_cgroup(pid, self.options.proc_root)
+                except (ProcessGone, ParseError):
+                    self._fallback(path, "unresolved", exc)
+                    return self.host.raw(virtual.host_name)
+            except ProcessGone as exc:
+                self._fallback(path, "process_gone", exc)
+                return self.host.raw(virtual.host_name)
+            except ParseError as exc:
+                self._fallback(path, "parse_error", exc, warn=True)
+                return self.host.raw(virtual.host_name)
+        if self.caching:
+            self._rendered.put(key, data, now)
+        return data
+
+    def _sources(self, pid: int, paths: CgroupPaths) -> ReaderSources:
+        return ReaderSources(
+            pid, paths, self.cgroups, self.host, self.inits, self.options,
+            load_lookup=self.load_lookup, host_pid_namespace=self.host_pid_namespace,
+        )
+
+    def _fallback(self, path: str, reason: str, exc: Exception, warn: bool = False) -> None:
+        self.observer.fallback(path, reason)
+        # Log each kind of failure once per file; a vanished process is routine.
+        if (path, reason) not in self._logged:
+            self._logged.add((path, reason))
+            (log.warning if warn else log.info)("%s: serving the host's file (%s: %s)", path, reason, exc)
+
+
+def _own_pid_namespace(proc_root: str) -> str | None:
+    try:
+        return pid_namespace(os.getpid(), proc_root)
+    except (ProcessGone, PermissionError):
+        return None

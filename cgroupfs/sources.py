@@ -1,0 +1,167 @@
+"""Everything a renderer may need about one reader, read lazily and at most once.
+
+`ReaderSources` is the glue between the I/O (cgroup and host readers) and the pure
+renderers: the path table asks it for typed snapshots and hands them to a
+renderer.  Nothing here decides a formula.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from cgroupfs.cgroups import CgroupPaths, CgroupReader
+from cgroupfs.cgroups.model import CpuStats, CpusetInfo, IoStats, MemoryStats
+from cgroupfs.errors import ParseError, ProcessGone
+from cgroupfs.files.visible_cpus import visible_cpus
+from cgroupfs.host import HostReader
+from cgroupfs.procs import find_namespace_init, pid_namespace, read_nspid, read_task_stat
+
+_UNSET = object()
+
+# (1-minute, 5-minute, 15-minute) fixed-point loads for a task key, or None if unknown.
+LoadLookup = Callable[[str], "tuple[int, int, int] | None"]
+
+
+@dataclass(frozen=True)
+class Options:
+    cap_cpus_by_quota: bool = True
+    ticks_per_second: int = os.sysconf("SC_CLK_TCK")
+    proc_root: str = "/proc"
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    running: int     # threads in R
+    blocked: int     # threads in D
+    total: int       # threads
+    newest_pid: int  # highest process id, as the reader's namespace numbers it (0 if unknown)
+
+
+class NamespaceInits:
+    """Cache: pid namespace -> (host pid of its init, init's start time in ticks).
+
+    An entry is trusted only while that pid still has the same start time, so a
+    reused pid can never lend its start time to another namespace.
+    """
+
+    def __init__(self, proc_root: str = "/proc"):
+        self.proc_root = proc_root
+        self._by_namespace: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def init_start_ticks(self, pid: int, candidates: Callable[[], list[int]]) -> int | None:
+        namespace = pid_namespace(pid, self.proc_root)
+        with self._lock:
+            cached = self._by_namespace.get(namespace)
+        if cached is not None:
+            init_pid, start = cached
+            try:
+                if (read_task_stat(init_pid, self.proc_root).start_time_ticks == start
+                        and pid_namespace(init_pid, self.proc_root) == namespace):
+                    return start
+            except ProcessGone:
+                pass
+        init_pid = find_namespace_init(pid, candidates(), self.proc_root)
+        if init_pid is None:
+            return None
+        start = read_task_stat(init_pid, self.proc_root).start_time_ticks
+        with self._lock:
+            if len(self._by_namespace) > 4096:
+                self._by_namespace.clear()
+            self._by_namespace[namespace] = (init_pid, start)
+        return start
+
+
+class ReaderSources:
+    """Lazily read snapshots for the process `pid`, whose cgroups are `paths`."""
+
+    def __init__(
+        self,
+        pid: int,
+        paths: CgroupPaths,
+        cgroups: CgroupReader,
+        host: HostReader,
+        inits: NamespaceInits,
+        options: Options,
+        load_lookup: LoadLookup | None = None,
+        host_pid_namespace: str | None = None,
+    ):
+        self.pid = pid
+        self.paths = paths
+        self.cgroups = cgroups
+        self.host = host
+        self.inits = inits
+        self.options = options
+        self.load_lookup = load_lookup
+        self.host_pid_namespace = host_pid_namespace
+        self._memo: dict[str, object] = {}
+
+    def _once(self, name: str, compute: Callable[[], object]):
+        value = self._memo.get(name, _UNSET)
+        if value is _UNSET:
+            value = self._memo[name] = compute()
+        return value
+
+    def memory(self) -> MemoryStats | None:
+        return self._once("memory", lambda: self.cgroups.memory(self.paths))
+
+    def cpu(self) -> CpuStats | None:
+        return self._once("cpu", lambda: self.cgroups.cpu(self.paths))
+
+    def cpuset(self) -> CpusetInfo | None:
+        return self._once("cpuset", lambda: self.cgroups.cpuset(self.paths))
+
+    def io(self) -> IoStats | None:
+        return self._once("io", lambda: self.cgroups.io(self.paths))
+
+    def visible_cpus(self) -> tuple[int, ...]:
+        return self._once("visible", lambda: visible_cpus(
+            self.host.online_cpus(), self.cpuset(), self.cpu(), self.options.cap_cpus_by_quota))
+
+    def task_key(self) -> str | None:
+        return self.cgroups.task_key(self.paths)
+
+    def task_counts(self) -> TaskCounts:
+        return self._once("tasks", self._count_tasks)
+
+    def _count_tasks(self) -> TaskCounts:
+        running = blocked = total = 0
+        for tid in self.cgroups.thread_ids(self.paths):
+            try:
+                state = read_task_stat(tid, self.options.proc_root).state
+            except (ProcessGone, ParseError):
+                continue  # exited while we counted
+            total += 1
+            running += state == "R"
+            blocked += state == "D"
+        return TaskCounts(running, blocked, total, self._newest_pid())
+
+    def _newest_pid(self) -> int:
+        pids = sorted(self.cgroups.process_ids(self.paths), reverse=True)
+        for pid in pids[:8]:
+            try:
+                return read_nspid(pid, self.options.proc_root)[-1]
+            except (ProcessGone, ParseError):
+                continue
+        return 0
+
+    def in_host_pid_namespace(self) -> bool:
+        return self.host_pid_namespace is not None and (
+            pid_namespace(self.pid, self.options.proc_root) == self.host_pid_namespace)
+
+    def container_init_start_ticks(self) -> int | None:
+        return self.inits.init_start_ticks(self.pid, lambda: self.cgroups.process_ids(self.paths))
+
+    def loads(self) -> tuple[int, int, int] | None:
+        key = self.task_key()
+        if self.load_lookup is None or key is None:
+            return None
+        return self.load_lookup(key)
+
+    @staticmethod
+    def now_boottime() -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)

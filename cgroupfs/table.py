@@ -1,0 +1,103 @@
+"""The one table of virtual files: relative path -> how to render it.
+
+The FUSE operations and the `show` command both use it; adding a file is one
+renderer module plus one row here.  Each row's function gathers snapshots from
+ReaderSources and calls the pure renderer; when the cgroup has nothing to say
+(controller missing), it returns the host's file unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from cgroupfs.files import cpu_online, cpuinfo, diskstats, loadavg, meminfo, stat, swaps, uptime
+from cgroupfs.sources import ReaderSources
+
+
+@dataclass(frozen=True)
+class VirtualFile:
+    path: str       # relative to the mount point, LXCFS's layout
+    host_name: str  # the host file served unchanged to host readers (HostReader.raw)
+    render: Callable[[ReaderSources], bytes]
+    # Whether the content depends on the reader's pid namespace, not only its cgroups.
+    per_namespace: bool = False
+
+
+def _meminfo(s: ReaderSources) -> bytes:
+    memory = s.memory()
+    return s.host.raw("meminfo") if memory is None else meminfo.render(s.host.meminfo(), memory)
+
+
+def _cpuinfo(s: ReaderSources) -> bytes:
+    return cpuinfo.render(s.host.cpuinfo(), s.visible_cpus())
+
+
+def _stat(s: ReaderSources) -> bytes:
+    cpu = s.cpu()
+    if cpu is None:
+        return s.host.raw("stat")
+    tasks = s.task_counts()
+    return stat.render(s.host.stat(), cpu, s.visible_cpus(), tasks.running, tasks.blocked,
+                       s.options.ticks_per_second)
+
+
+def _diskstats(s: ReaderSources) -> bytes:
+    io = s.io()
+    return s.host.raw("diskstats") if io is None else diskstats.render(s.host.diskstats(), io)
+
+
+def _uptime(s: ReaderSources) -> bytes:
+    # A reader in the host's pid namespace has the host's init: the host's uptime.
+    if s.in_host_pid_namespace():
+        return s.host.raw("uptime")
+    start = s.container_init_start_ticks()
+    if start is None:
+        return s.host.raw("uptime")
+    seconds = uptime.container_uptime(s.now_boottime(), start, s.options.ticks_per_second)
+    cpu = s.cpu()
+    return uptime.render(seconds, len(s.visible_cpus()), cpu.usage_usec if cpu else 0)
+
+
+def _loadavg(s: ReaderSources) -> bytes:
+    loads = s.loads()
+    tasks = s.task_counts()
+    return loadavg.render(loads or (0, 0, 0), tasks.running, tasks.total, tasks.newest_pid)
+
+
+def _swaps(s: ReaderSources) -> bytes:
+    memory = s.memory()
+    if memory is None or memory.swap_usage_bytes is None:
+        return s.host.raw("swaps")  # no swap accounting: the host's view, like meminfo's
+    return swaps.render(memory.swap_limit_bytes, memory.swap_usage_bytes, s.host.meminfo().kb("SwapTotal"))
+
+
+def _cpu_online(s: ReaderSources) -> bytes:
+    return cpu_online.render(s.visible_cpus())
+
+
+FILES: dict[str, VirtualFile] = {
+    f.path: f
+    for f in (
+        VirtualFile("proc/cpuinfo", "cpuinfo", _cpuinfo),
+        VirtualFile("proc/diskstats", "diskstats", _diskstats),
+        VirtualFile("proc/loadavg", "loadavg", _loadavg),
+        VirtualFile("proc/meminfo", "meminfo", _meminfo),
+        VirtualFile("proc/stat", "stat", _stat),
+        VirtualFile("proc/swaps", "swaps", _swaps),
+        VirtualFile("proc/uptime", "uptime", _uptime, per_namespace=True),
+        VirtualFile("sys/devices/system/cpu/online", "online", _cpu_online),
+    )
+}
+
+# Every directory on the way to a file ("" is the root).
+DIRECTORIES: dict[str, list[str]] = {"": []}
+for _path in FILES:
+    _parts = _path.split("/")
+    for _depth in range(len(_parts)):
+        _parent, _child = "/".join(_parts[:_depth]), _parts[_depth]
+        DIRECTORIES.setdefault(_parent, [])
+        if _child not in DIRECTORIES[_parent]:
+            DIRECTORIES[_parent].append(_child)
+        if _depth < len(_parts) - 1:
+            DIRECTORIES.setdefault("/".join(_parts[:_depth + 1]), [])
