@@ -1,0 +1,92 @@
+"""`cgroupfs daemon`: wire the parts together and serve until signalled.
+
+Order matters: host files are opened before anything is mounted (so the daemon
+can never read them through its own mount), components that need the mount start
+only once the kernel has completed the FUSE handshake, and everything is stopped
+in reverse order after the loop returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from cgroupfs.fuse_ops import CgroupFsOperations
+from cgroupfs.layout import DEFAULT_MOUNTPOINT
+from cgroupfs.server import ContentServer
+from cgroupfs.sources import Options
+from daemon.loadavg_sampler import LoadavgSampler
+from daemon.mount import MountError, prepare_mountpoint, run_fuse
+from daemon.stats import DaemonStats
+
+log = logging.getLogger("cgroupfs")
+
+
+class StartupError(Exception):
+    """A problem the operator must fix; printed as one sentence, exit status 2."""
+
+
+@dataclass
+class DaemonConfig:
+    mountpoint: str = DEFAULT_MOUNTPOINT
+    docker_host: str | None = None       # None: --no-docker
+    metrics_address: str | None = None   # None: --no-metrics
+    cache_ttl_s: float = 0.1
+    cap_cpus_by_quota: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig):
+        self.config = config
+        self.mountpoint = os.path.abspath(config.mountpoint)
+        self.stats = DaemonStats()
+        self.server = ContentServer(
+            options=Options(cap_cpus_by_quota=config.cap_cpus_by_quota),
+            cache_ttl_s=config.cache_ttl_s,
+            observer=self.stats,
+        )
+        self.sampler = LoadavgSampler(self.server.cgroups)
+        self.server.load_lookup = self.sampler.lookup
+        self.operations = CgroupFsOperations(self.server, observer=self.stats, on_init=self._on_mounted)
+        # Started once the mount answers, stopped in reverse order.
+        self.components: list = [self.sampler]
+        self.mounted = threading.Event()
+        self.on_ready: list = []
+
+    def add_component(self, component) -> None:
+        self.components.append(component)
+
+    def _on_mounted(self) -> None:
+        # Called inside the FUSE loop during the handshake: must not block it.
+        threading.Thread(target=self._start_components, name="startup", daemon=True).start()
+
+    def _start_components(self) -> None:
+        self.mounted.set()
+        log.info("serving %s (cgroup hierarchy: %s)", self.mountpoint, self.server.hierarchy.mode)
+        for component in self.components:
+            try:
+                component.start()
+            except Exception:
+                log.exception("starting %s failed; the filesystem keeps serving", type(component).__name__)
+        for callback in self.on_ready:
+            callback()
+
+    def run(self) -> None:
+        try:
+            prepare_mountpoint(self.mountpoint)
+        except MountError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            run_fuse(self.operations, self.mountpoint)
+        except RuntimeError as exc:
+            raise StartupError(f"mounting {self.mountpoint} failed: {exc}") from None
+        finally:
+            log.info("unmounted %s; stopping", self.mountpoint)
+            for component in reversed(self.components):
+                try:
+                    component.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(component).__name__)

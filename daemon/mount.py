@@ -1,0 +1,96 @@
+"""Mount lifecycle: prepare the mount point (recovering a stale one), run FUSE.
+
+The FUSE loop runs single-threaded in the calling (main) thread: under the GIL a
+multithreaded loop only adds contention (DESIGN.md's measurements), and one
+thread needs no locks around the handle table.  libfuse installs its own
+SIGTERM/SIGINT/SIGHUP handlers, which end the loop and unmount cleanly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+
+from cgroupfs.cgroups.hierarchy import unescape_mountinfo
+
+log = logging.getLogger(__name__)
+
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class MountError(Exception):
+    """The mount point cannot be used; the message is for the operator."""
+
+
+def mounts_at(path: str, mountinfo_path: str = "/proc/self/mountinfo") -> list[str]:
+    """Filesystem types mounted exactly at `path`, oldest first."""
+    found = []
+    with open(mountinfo_path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            before, _, after = line.partition(" - ")
+            fields = before.split()
+            if len(fields) >= 5 and unescape_mountinfo(fields[4]) == path:
+                found.append(after.split()[0] if after else "")
+    return found
+
+
+def lazy_unmount(path: str) -> None:
+    if _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point any more
+            raise OSError(err, os.strerror(err), path)
+
+
+def prepare_mountpoint(path: str) -> None:
+    """Make `path` an empty directory nothing is mounted on, or raise MountError.
+
+    A mount left by a dead instance ("Transport endpoint is not connected") is
+    detached.  A live one means another daemon is serving: refuse to stack on it.
+    """
+    path = os.path.abspath(path)
+    for _ in range(8):  # a stale mount may hide another stale mount
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                log.warning("detaching a stale mount at %s left by a previous instance", path)
+                lazy_unmount(path)
+                continue
+            if exc.errno == errno.ENOENT:
+                try:
+                    os.makedirs(path, mode=0o755, exist_ok=True)
+                except OSError as mkdir_exc:
+                    raise MountError(f"cannot create mount point {path}: {mkdir_exc.strerror}") from None
+                continue
+            raise MountError(f"cannot use mount point {path}: {exc.strerror}") from None
+        break
+    if not os.path.isdir(path):
+        raise MountError(f"mount point {path} is not a directory")
+    fuse_mounts = [t for t in mounts_at(path) if t.startswith("fuse")]
+    if fuse_mounts:
+        raise MountError(f"{path} is already mounted ({fuse_mounts[-1]}); is another cgroupfs daemon running?")
+    if os.listdir(path):
+        raise MountError(f"mount point {path} is not empty; refusing to hide its files")
+
+
+def run_fuse(operations, mountpoint: str) -> None:
+    """Mount and serve until unmounted or signalled (blocks)."""
+    # mfusepy picks libfuse2 unless told otherwise; we want libfuse3.
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    import mfusepy
+
+    mfusepy.FUSE(
+        operations,
+        mountpoint,
+        raw_fi=True,
+        foreground=True,
+        nothreads=True,
+        ro=True,
+        allow_other=True,          # containers read as other users
+        default_permissions=True,  # let the kernel enforce the 0444/0555 modes
+        fsname="cgroupfs",
+        subtype="cgroupfs",
+    )
