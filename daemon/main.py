@@ -82,7 +82,10 @@ class Daemon:
         try:
             run_fuse(self.operations, self.mountpoint)
         except RuntimeError as exc:
-            raise StartupError(f"mounting {self.mountpoint} failed: {exc}") from None
+            # libfuse's fuse_main returns non-zero when a signal ended the loop too;
+            # only a loop that never mounted is a failure.
+            if not self.mounted.is_set():
+                raise StartupError(f"mounting {self.mountpoint} failed (libfuse status {exc})") from None
         finally:
             log.info("unmounted %s; stopping", self.mountpoint)
             for component in reversed(self.components):
