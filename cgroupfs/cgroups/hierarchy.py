@@ -103,10 +103,18 @@ def parse_mountinfo(text: str) -> tuple[dict[str, Mount], Mount | None]:
     return v1, v2
 
 
-def discover(proc_root: str = "/proc") -> Hierarchy:
-    """The hierarchy of the host this process sees (the daemon runs in the host's namespaces)."""
-    with open(os.path.join(proc_root, "self/mountinfo"), encoding="utf-8", errors="surrogateescape") as f:
+def discover(proc_root: str = "/proc", root_prefix: str = "", mountinfo_path: str | None = None) -> Hierarchy:
+    """The hierarchy of the host this process sees (the daemon runs in the host's namespaces).
+
+    `root_prefix` is prepended to every mount directory, so a fixture tree holding
+    sys/fs/cgroup/... and a copied mountinfo can stand in for the machine.
+    """
+    path = mountinfo_path or os.path.join(proc_root, "self/mountinfo")
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         v1, v2 = parse_mountinfo(f.read())
+    if root_prefix:
+        v1 = {c: Mount(root_prefix + m.directory, m.root) for c, m in v1.items()}
+        v2 = v2 and Mount(root_prefix + v2.directory, v2.root)
     return Hierarchy(v1=v1, v2=v2, v2_controllers=read_v2_controllers(v2))
 
 

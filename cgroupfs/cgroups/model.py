@@ -39,6 +39,16 @@ class MemoryStats:
     anon_thp_bytes: int = 0
     slab_reclaimable_bytes: int = 0
     slab_unreclaimable_bytes: int = 0
+    # Kernel memory split out only by v2's memory.stat (0 on v1, whose memory.stat
+    # has no such keys; that memory is still inside usage_bytes).
+    kernel_stack_bytes: int = 0
+    pagetables_bytes: int = 0
+    sec_pagetables_bytes: int = 0
+    percpu_bytes: int = 0
+    zswap_bytes: int = 0
+    zswapped_bytes: int = 0
+    shmem_thp_bytes: int = 0
+    file_thp_bytes: int = 0
     # memory.events oom_kill (v2) / memory.oom_control oom_kill (v1); None if absent.
     oom_kill_count: int | None = None
 

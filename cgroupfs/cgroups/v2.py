@@ -30,6 +30,14 @@ _MEMORY_STAT_FIELDS = {
     "anon_thp": "anon_thp_bytes",
     "slab_reclaimable": "slab_reclaimable_bytes",
     "slab_unreclaimable": "slab_unreclaimable_bytes",
+    "kernel_stack": "kernel_stack_bytes",
+    "pagetables": "pagetables_bytes",
+    "sec_pagetables": "sec_pagetables_bytes",
+    "percpu": "percpu_bytes",
+    "zswap": "zswap_bytes",
+    "zswapped": "zswapped_bytes",
+    "shmem_thp": "shmem_thp_bytes",
+    "file_thp": "file_thp_bytes",
 }
 
 

@@ -3,8 +3,9 @@
 MemTotal = min(limit over the cgroup and its ancestors, host MemTotal);
 MemFree = MemTotal - usage; MemAvailable = MemFree + active_file + inactive_file
 + slab_reclaimable (LXCFS's formula), at most MemTotal.  Cache and LRU lines come
-from memory.stat; swap from the swap limit and usage.  Lines with no cgroup
-counterpart are the host's.
+from memory.stat (kernel-memory lines too, on v2); swap from the swap limit and
+usage.  Lines with no cgroup counterpart (CommitLimit, Vmalloc*, HugePages_*,
+DirectMap*, ...) are the host's.
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ def container_values_kb(host: HostMeminfo, memory: MemoryStats) -> dict[str, int
         "SReclaimable": memory.slab_reclaimable_bytes,
         "SUnreclaim": memory.slab_unreclaimable_bytes,
         "AnonHugePages": memory.anon_thp_bytes,
+        "ShmemHugePages": memory.shmem_thp_bytes,
+        "FileHugePages": memory.file_thp_bytes,
+        "KReclaimable": memory.slab_reclaimable_bytes,
+        "KernelStack": memory.kernel_stack_bytes,
+        "PageTables": memory.pagetables_bytes,
+        "SecPageTables": memory.sec_pagetables_bytes,
+        "Percpu": memory.percpu_bytes,
+        "Zswap": memory.zswap_bytes,
+        "Zswapped": memory.zswapped_bytes,
+        # Mlocked pages sit on the unevictable LRU; the cgroup has no mlock counter.
+        "Mlocked": min(host.kb("Mlocked") * KIB, memory.unevictable_bytes),
     }
     if memory.swap_usage_bytes is not None:
         host_swap_bytes = host.kb("SwapTotal") * KIB

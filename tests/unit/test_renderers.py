@@ -1,0 +1,159 @@
+"""Key numbers of every file, pinned independently of the golden files."""
+
+import re
+
+import pytest
+
+from cgroupfs.cgroups.model import CpuStats
+from cgroupfs.files import cpu_online, loadavg, stat, swaps, uptime
+from cgroupfs.host.stat import parse_stat
+from cgroupfs.layout import CONTAINER_TARGETS
+from cgroupfs.table import FILES
+from tests.unit.fixture_trees import (
+    HYBRID, HYBRID_CHILD_PID, HYBRID_ROOT_PID, V2, V2_15M_PID, V2_NOSWAP_PID, V2_POD_PID,
+    V2_UNLIMITED_PID, V2_VANISHED_PID, server,
+)
+
+
+def read(tree, pid, path, **kwargs):
+    return server(tree, **kwargs).content(path, pid).decode()
+
+
+def meminfo_kb(text):
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+):\s+(\d+)", text, re.M)}
+
+
+def host_file(tree, name):
+    with open(f"{tree}/proc/{name}") as f:
+        return f.read()
+
+
+def test_layout_and_table_list_the_same_files():
+    assert set(CONTAINER_TARGETS) == set(FILES)
+
+
+@pytest.mark.parametrize("tree,pid,total_kb", [
+    (HYBRID, HYBRID_CHILD_PID, 15360),
+    (V2, V2_15M_PID, 15360),
+    (V2, V2_POD_PID, 32768),   # the ancestor's 32 MiB, not the container's 64 MiB
+])
+def test_meminfo_total_is_the_tightest_limit(tree, pid, total_kb):
+    values = meminfo_kb(read(tree, pid, "proc/meminfo"))
+    assert values["MemTotal"] == total_kb
+    assert 0 <= values["MemFree"] <= values["MemAvailable"] <= values["MemTotal"]
+
+
+def test_meminfo_v2_fields_from_memory_stat():
+    values = meminfo_kb(read(V2, V2_15M_PID, "proc/meminfo"))
+    assert values["MemFree"] == 15360 - 5120
+    assert values["MemAvailable"] == 10240 + 512 + 1536 + 256  # free + active/inactive file + slab_reclaimable
+    assert (values["Cached"], values["Shmem"], values["Dirty"], values["Writeback"]) == (3072, 1024, 128, 64)
+    assert (values["SwapTotal"], values["SwapFree"]) == (32768, 28672)
+    assert values["CommitLimit"] == meminfo_kb(host_file(V2, "meminfo"))["CommitLimit"]  # host line
+
+
+def test_meminfo_unlimited_shows_host_total():
+    values = meminfo_kb(read(V2, V2_UNLIMITED_PID, "proc/meminfo"))
+    assert values["MemTotal"] == meminfo_kb(host_file(V2, "meminfo"))["MemTotal"]
+
+
+def test_host_reader_and_vanished_cgroup_get_the_host_file():
+    for path, name in (("proc/meminfo", "meminfo"), ("proc/stat", "stat"), ("proc/cpuinfo", "cpuinfo")):
+        assert read(HYBRID, HYBRID_ROOT_PID, path) == host_file(HYBRID, name)
+        assert read(V2, V2_VANISHED_PID, path) == host_file(V2, name)
+
+
+def test_swaps_one_virtual_line_or_header_only():
+    lines = read(V2, V2_15M_PID, "proc/swaps").splitlines()
+    assert lines[1].split() == ["none", "virtual", "32768", "4096", "0"]
+    assert len(read(V2, V2_NOSWAP_PID, "proc/swaps").splitlines()) == 1
+    assert len(read(HYBRID, HYBRID_CHILD_PID, "proc/swaps").splitlines()) == 1  # host has no swap
+
+
+def processors(text):
+    return [int(line.split(":")[1]) for line in text.splitlines() if line.startswith("processor")]
+
+
+def test_cpuset_with_gaps_renumbered_and_capped_by_quota():
+    # cpuset 0-2,5,7-8 and cpu.max 1.5 cpus -> 2 cpus by default, 6 without the cap
+    assert processors(read(V2, V2_15M_PID, "proc/cpuinfo")) == [0, 1]
+    assert read(V2, V2_15M_PID, "sys/devices/system/cpu/online") == "0-1\n"
+    uncapped = read(V2, V2_15M_PID, "proc/cpuinfo", cap_cpus_by_quota=False)
+    assert processors(uncapped) == [0, 1, 2, 3, 4, 5]
+    assert read(V2, V2_15M_PID, "sys/devices/system/cpu/online", cap_cpus_by_quota=False) == "0-5\n"
+    assert processors(read(V2, V2_NOSWAP_PID, "proc/cpuinfo")) == [0]
+    assert read(V2, V2_NOSWAP_PID, "sys/devices/system/cpu/online") == "0\n"
+
+
+@pytest.mark.parametrize("tree,pid", [(HYBRID, HYBRID_CHILD_PID), (V2, V2_15M_PID), (V2, V2_POD_PID)])
+def test_stat_lines_add_up_and_match_cpuinfo(tree, pid):
+    srv = server(tree)
+    rendered = parse_stat(srv.content("proc/stat", pid).decode())
+    host = parse_stat(host_file(tree, "stat"))
+    visible = srv._sources(pid, srv.resolve(pid, 0)).visible_cpus()
+    assert len(rendered.per_cpu) == len(processors(srv.content("proc/cpuinfo", pid).decode()))
+    for number, host_cpu in enumerate(visible):
+        assert rendered.per_cpu[number].total == host.per_cpu[host_cpu].total
+    assert rendered.total.total == sum(c.total for c in rendered.per_cpu.values())
+
+
+def test_stat_v1_uses_per_cpu_usage_and_v2_spreads_evenly():
+    v1 = parse_stat(read(HYBRID, HYBRID_CHILD_PID, "proc/stat"))
+    assert v1.per_cpu[0].values[:3] == (10, 0, 0)  # cpuacct.usage_all: 0.1 s user on cpu0
+    v2 = parse_stat(read(V2, V2_15M_PID, "proc/stat"))
+    assert [c.values[0] for c in v2.per_cpu.values()] == [100, 100]  # 2 s user over 2 cpus
+    assert [c.values[2] for c in v2.per_cpu.values()] == [50, 50]
+
+
+def test_stat_procs_counted_from_the_containers_tasks():
+    text = read(V2, V2_15M_PID, "proc/stat")
+    assert "procs_running 1\n" in text and "procs_blocked 1\n" in text
+    assert re.search(r"^ctxt \d+$", text, re.M)  # host line kept
+
+
+def test_loadavg_counts_and_newest_pid_in_the_readers_namespace():
+    assert read(V2, V2_15M_PID, "proc/loadavg") == "0.00 0.00 0.00 1/3 7\n"
+
+
+def test_diskstats_names_devices_like_the_host_and_skips_unknown_ones():
+    v2 = read(V2, V2_15M_PID, "proc/diskstats").splitlines()
+    assert len(v2) == 1  # 8:0 is not a host device
+    fields = v2[0].split()
+    assert fields[:3] == ["254", "0", "vda"]
+    assert (fields[3], fields[5], fields[7], fields[9]) == ("16", "2048", "64", "8192")
+    assert read(V2, V2_POD_PID, "proc/diskstats") == ""  # empty io.stat
+    v1 = read(HYBRID, HYBRID_CHILD_PID, "proc/diskstats").split()
+    assert v1[2] == "vda" and v1[9] == str(2097152 // 512)
+
+
+def test_loadavg_fixed_point_matches_the_kernel():
+    loads = (0, 0, 0)
+    for _ in range(3):  # 15 s of two busy tasks
+        loads = loadavg.step(loads, 2)
+    one_minute = loads[0] / loadavg.FIXED_1
+    assert 0.43 < one_minute < 0.46          # 2 * (1 - (1884/2048)^3)
+    for _ in range(9):
+        loads = loadavg.step(loads, 2)
+    assert 1.24 < loads[0] / loadavg.FIXED_1 < 1.28  # after 60 s: 2 * (1 - e^-1)
+    assert loadavg.render(loads, 2, 5, 42).startswith(b"1.2")
+    assert loadavg.render((0, 0, 0), 0, 1, 1) == b"0.00 0.00 0.00 0/1 1\n"
+
+
+def test_uptime_and_online_renderers():
+    assert uptime.container_uptime(100.0, 5000, 100) == 50.0
+    assert uptime.render(50.0, 2, 30_000_000) == b"50.00 70.00\n"
+    assert uptime.render(1.0, 1, 5_000_000) == b"1.00 0.00\n"  # idle never negative
+    assert cpu_online.render((3,)) == b"0\n"
+    assert cpu_online.render((0, 4, 9)) == b"0-2\n"
+
+
+def test_swaps_renderer_caps_at_host_swap():
+    assert swaps.render(None, 0, 0) == swaps.HEADER.encode()
+    assert swaps.render(2 << 30, 1 << 20, 1024 * 1024).decode().splitlines()[1].split()[2] == str(1024 * 1024)
+
+
+def test_stat_busy_ticks_never_exceed_a_cpus_elapsed_ticks():
+    host = parse_stat("cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 10 0 10 80 0 0 0 0 0 0\n")
+    cpu = CpuStats(user_usec=10_000_000, system_usec=10_000_000, per_cpu_usec=None, quota_usec=None, period_usec=100000)
+    rendered = parse_stat(stat.render(host, cpu, (0,), 0, 0).decode())
+    assert rendered.per_cpu[0].values[:4] == (100, 0, 0, 0)
