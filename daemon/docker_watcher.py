@@ -1,0 +1,261 @@
+"""Watch the Docker engine and put the cgroupfs files into every running container.
+
+One thread follows the engine's event stream; a small pool does the injections so
+a slow container never delays the next start event.  On every (re)connection the
+thread first subscribes to events, then walks all running containers, so a
+container started in between is seen at least once (injecting twice is harmless:
+the second pass finds the files present).  While Docker is down or its socket is
+gone, the thread retries with backoff; the filesystem never waits on any of this.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from cgroupfs.cgroups.membership import read_proc_cgroup
+from cgroupfs.errors import ProcessGone
+from daemon import inject
+from daemon.stats import ContainerInfo, DaemonStats
+
+log = logging.getLogger("cgroupfs.docker")
+
+OPT_OUT_LABEL = "cgroupfs.inject"
+BACKOFF_INITIAL_S = 0.25
+BACKOFF_MAX_S = 5.0
+API_TIMEOUT_S = 10
+WORKERS = 4
+# Everything the SDK raises when the engine is down, restarting or its socket gone.
+CONNECTION_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+def opted_out(labels: dict[str, str] | None) -> bool:
+    return (labels or {}).get(OPT_OUT_LABEL, "").strip().lower() in ("false", "0", "no", "off")
+
+
+def cgroup_key(pid: int) -> str | None:
+    """The container's cgroup path as the metrics exporter keys it (memory v1, else v2)."""
+    try:
+        paths = read_proc_cgroup(pid)
+    except ProcessGone:
+        return None
+    return paths.v1.get("memory") or paths.v2
+
+
+def _bump(stats: DaemonStats, name: str, amount: int = 1) -> None:
+    with stats.lock:
+        setattr(stats, name, getattr(stats, name, 0) + amount)
+
+
+class DockerWatcher:
+    def __init__(self, mountpoint: str, docker_host: str | None = None, stats: DaemonStats | None = None):
+        self.mountpoint = os.path.abspath(mountpoint)
+        self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self.stats = stats if stats is not None else DaemonStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._events = None  # the open event stream, closed by stop() to wake the thread
+        self._client: docker.DockerClient | None = None
+        self._container_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._cgroup_of: dict[str, str] = {}  # container id -> key in stats.containers
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inject")
+        self._thread = threading.Thread(target=self._run, name="docker-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        events = self._events
+        if events is not None:
+            try:
+                events.close()
+            except Exception:  # closing a stream whose socket already died
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+
+    # -- the connection loop --------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = BACKOFF_INITIAL_S
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._connect_and_follow()
+                backoff = BACKOFF_INITIAL_S  # the stream ended after a good connection
+                failures = 0
+            except CONNECTION_ERRORS as exc:
+                if self._stop.is_set():  # stop() closed the stream under us
+                    break
+                failures += 1
+                # once per outage at warning level, the retries at debug
+                (log.warning if failures == 1 else log.debug)(
+                    "Docker at %s unavailable (%s); retrying with backoff, the filesystem keeps serving",
+                    self.docker_host, exc)
+            except Exception:
+                failures += 1
+                log.exception("Docker watcher failed; reconnecting")
+            finally:
+                self._set_connected(False)
+                self._events = None
+            if failures:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _connect_and_follow(self) -> None:
+        if self._client is None:
+            self._client = docker.DockerClient(base_url=self.docker_host, timeout=API_TIMEOUT_S)
+        client = self._client
+        client.ping()
+        # Subscribe before the walk, so a container starting during the walk is not missed.
+        self._events = client.api.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
+        if self._stop.is_set():
+            return
+        self._set_connected(True)
+        log.info("connected to Docker at %s; checking every running container", self.docker_host)
+        self._sweep(client)
+        for event in self._events:
+            if self._stop.is_set():
+                return
+            container_id = event.get("id") or event.get("Actor", {}).get("ID")
+            if not container_id:
+                continue
+            if event.get("Action") == "start":
+                self._pool.submit(self._handle, container_id, event.get("timeNano"))
+            elif event.get("Action") == "die":
+                self._forget(container_id)
+        if not self._stop.is_set():
+            log.warning("Docker event stream from %s ended; reconnecting", self.docker_host)
+
+    def _sweep(self, client: docker.DockerClient) -> None:
+        running = client.api.containers(quiet=True)
+        running_ids = {entry["Id"] for entry in running}
+        for container_id in list(self._cgroup_of):
+            if container_id not in running_ids:
+                self._forget(container_id)
+        for container_id in running_ids:
+            self._pool.submit(self._handle, container_id, None)
+
+    def _set_connected(self, connected: bool) -> None:
+        with self.stats.lock:
+            self.stats.docker_connected = connected
+
+    # -- one container --------------------------------------------------------------
+
+    def _lock_for(self, container_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._container_locks.setdefault(container_id, threading.Lock())
+
+    def _handle(self, container_id: str, event_time_ns: int | None) -> None:
+        """Inject or heal one container; every outcome logged and counted, none raised."""
+        try:
+            with self._lock_for(container_id):
+                self._handle_locked(container_id, event_time_ns)
+        except Exception:
+            _bump(self.stats, "injections_failed")
+            log.exception("container %s: injection failed unexpectedly", container_id[:12])
+
+    def _handle_locked(self, container_id: str, event_time_ns: int | None) -> None:
+        short_id = container_id[:12]
+        try:
+            attrs = self._client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            log.debug("container %s vanished before it could be inspected", short_id)
+            _bump(self.stats, "injections_skipped")
+            return
+        name = attrs.get("Name", "").lstrip("/") or short_id
+        who = f"{name} ({short_id})"
+        state = attrs.get("State") or {}
+        pid = state.get("Pid") or 0
+        if not state.get("Running") or pid <= 0:
+            log.info("container %s exited before injection; nothing to do", who)
+            _bump(self.stats, "injections_skipped")
+            return
+        config = attrs.get("Config") or {}
+        labels = config.get("Labels") or {}
+        self._track(container_id, pid, ContainerInfo(
+            id=container_id, name=name, image=config.get("Image", ""), labels=dict(labels), init_pid=pid))
+        if opted_out(labels):
+            log.info("container %s has %s=%s; not injecting", who, OPT_OUT_LABEL, labels[OPT_OUT_LABEL])
+            return
+        try:
+            results = inject.inject(pid, self.mountpoint)
+        except inject.ContainerGone:
+            log.info("container %s exited during injection; nothing to do", who)
+            _bump(self.stats, "injections_skipped")
+            self._forget(container_id)
+            return
+        except inject.InjectionRefused as exc:
+            log.error("container %s: not injecting: %s", who, exc)
+            _bump(self.stats, "injections_failed")
+            return
+        self._account(who, results, event_time_ns)
+
+    def _account(self, who: str, results: list[inject.FileResult], event_time_ns: int | None) -> None:
+        failed = [r for r in results if r.outcome == "failed"]
+        mounted = [r for r in results if r.outcome == "mounted"]
+        healed = [r for r in results if r.outcome == "healed"]
+        foreign = [r for r in results if r.outcome == "foreign"]
+        since_event = ""
+        if event_time_ns:
+            since_event = f" {(time.time_ns() - int(event_time_ns)) / 1e6:.1f} ms after its start event"
+        if healed:
+            _bump(self.stats, "heals_failed" if failed else "heals_ok")
+        elif mounted or failed:
+            _bump(self.stats, "injections_failed" if failed else "injections_ok")
+        if failed:
+            log.warning("container %s: %d of %d files not injected: %s", who, len(failed), len(results),
+                        "; ".join(r.describe() for r in failed))
+        if healed:
+            log.info("container %s: healed %d stale files%s", who, len(healed), since_event)
+        if mounted:
+            log.info("container %s: injected %d files%s", who, len(mounted), since_event)
+        if foreign:
+            log.info("container %s: left %s alone (another filesystem is mounted there)",
+                     who, ", ".join(r.target for r in foreign))
+        if not (failed or healed or mounted or foreign):
+            log.debug("container %s: files already in place", who)
+
+    # -- what the metrics exporter sees ---------------------------------------------
+
+    def _track(self, container_id: str, pid: int, info: ContainerInfo) -> None:
+        key = cgroup_key(pid)
+        if key is None:
+            return
+        with self.stats.lock:
+            old = self._cgroup_of.get(container_id)
+            if old is not None and old != key:
+                self.stats.containers.pop(old, None)
+            self.stats.containers[key] = info
+            self._cgroup_of[container_id] = key
+
+    def _forget(self, container_id: str) -> None:
+        with self.stats.lock:
+            key = self._cgroup_of.get(container_id)
+            info = self.stats.containers.get(key) if key is not None else None
+            # A `docker restart` may already have tracked the new init: keep a live one.
+            if info is not None and info.init_pid > 0 and os.path.exists(f"/proc/{info.init_pid}"):
+                return
+            self._cgroup_of.pop(container_id, None)
+            if key is not None:
+                self.stats.containers.pop(key, None)
+        with self._locks_guard:
+            lock = self._container_locks.get(container_id)
+            if lock is not None and not lock.locked():
+                del self._container_locks[container_id]
