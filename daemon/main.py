@@ -18,6 +18,7 @@ from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.server import ContentServer
 from cgroupfs.sources import Options
 from daemon.loadavg_sampler import LoadavgSampler
+from daemon.metrics import MetricsError, MetricsServer
 from daemon.mount import MountError, prepare_mountpoint, run_fuse
 from daemon.stats import DaemonStats
 
@@ -55,6 +56,13 @@ class Daemon:
         self.components: list = [self.sampler]
         self.mounted = threading.Event()
         self.on_ready: list = []
+        if config.metrics_address is not None:
+            # Bound here, before anything is mounted: an address in use stops the start-up
+            # with one sentence instead of leaving a daemon without its metrics.
+            try:
+                self.add_component(MetricsServer(config.metrics_address, self.stats, self.server.cgroups))
+            except MetricsError as exc:
+                raise StartupError(str(exc)) from None
 
     def add_component(self, component) -> None:
         self.components.append(component)

@@ -69,8 +69,20 @@ def prepare_mountpoint(path: str) -> None:
         break
     if not os.path.isdir(path):
         raise MountError(f"mount point {path} is not a directory")
-    fuse_mounts = [t for t in mounts_at(path) if t.startswith("fuse")]
-    if fuse_mounts:
+    for _ in range(8):
+        fuse_mounts = [t for t in mounts_at(path) if t.startswith("fuse")]
+        if not fuse_mounts:
+            break
+        # stat() may be answered from the kernel's attribute cache; statfs always
+        # reaches the server, so it tells a live daemon from a dead one.
+        try:
+            os.statvfs(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                log.warning("detaching a stale mount at %s left by a previous instance", path)
+                lazy_unmount(path)
+                continue
+            raise MountError(f"cannot use mount point {path}: {exc.strerror}") from None
         raise MountError(f"{path} is already mounted ({fuse_mounts[-1]}); is another cgroupfs daemon running?")
     if os.listdir(path):
         raise MountError(f"mount point {path} is not empty; refusing to hide its files")

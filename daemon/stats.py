@@ -12,8 +12,15 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from cgroupfs.cgroups.membership import CgroupPaths
+
 # Request latency buckets (seconds) fit for sub-millisecond reads.
 LATENCY_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
+
+# The metrics export every cgroup the filesystem served within this window; the
+# bound keeps a fork bomb of short-lived cgroups from growing the table forever.
+SERVED_TTL_S = 600.0
+SERVED_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,9 @@ class DaemonStats:
         self.containers: dict[str, ContainerInfo] = {}  # cgroup path (v2 or memory v1) -> info
         # metrics
         self.collector_errors = 0
-        # cgroups the filesystem served recently: task key directory -> last served time
-        self.served_cgroups: dict[str, float] = {}
+        # cgroups the filesystem served recently: CgroupPaths.key() -> (paths, monotonic
+        # time last served), least recently served first (see note_served).
+        self.served_cgroups: dict[tuple, tuple[CgroupPaths, float]] = {}
 
     # FUSE loop ----------------------------------------------------------------
 
@@ -81,6 +89,38 @@ class DaemonStats:
     def fallback(self, path: str, reason: str) -> None:
         with self.lock:
             self.fallbacks[(path, reason)] += 1
+
+    def note_served(self, paths: CgroupPaths, now: float | None = None) -> None:
+        """The content server rendered a file for a process in `paths` (not the root cgroup)."""
+        now = time.monotonic() if now is None else now
+        key = paths.key()
+        with self.lock:
+            # Re-inserting moves the key to the end: the dict stays ordered by recency,
+            # so expiry and eviction only ever look at its front.
+            self.served_cgroups.pop(key, None)
+            self.served_cgroups[key] = (paths, now)
+            while len(self.served_cgroups) > SERVED_MAX:
+                del self.served_cgroups[next(iter(self.served_cgroups))]
+
+    def served_recently(self, now: float | None = None) -> list[CgroupPaths]:
+        """The cgroups served within SERVED_TTL_S, most recent last; drops older ones."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            while self.served_cgroups:
+                key, (_, served_at) = next(iter(self.served_cgroups.items()))
+                if now - served_at <= SERVED_TTL_S:
+                    break
+                del self.served_cgroups[key]
+            return [paths for paths, _ in self.served_cgroups.values()]
+
+    def forget_served(self, paths: CgroupPaths) -> None:
+        """The cgroup is gone: stop exporting it before its entry expires."""
+        with self.lock:
+            self.served_cgroups.pop(paths.key(), None)
+
+    def collector_error(self) -> None:
+        with self.lock:
+            self.collector_errors += 1
 
     @property
     def containers_tracked(self) -> int:

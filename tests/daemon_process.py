@@ -1,0 +1,85 @@
+"""Run a real `cgroupfs daemon` as a subprocess for tests; always clean up."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from daemon.mount import lazy_unmount, mounts_at
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class DaemonProcess:
+    def __init__(self, mountpoint: str, *extra: str, log_path: str | None = None, env: dict | None = None):
+        self.mountpoint = mountpoint
+        self.extra = list(extra)
+        self.log_path = log_path or mountpoint.rstrip("/") + ".log"
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20) -> "DaemonProcess":
+        args = [sys.executable, "-m", "daemon.cli", "daemon", "--mountpoint", self.mountpoint, *self.extra]
+        if not any(a.startswith("--docker-host") or a == "--no-docker" for a in self.extra):
+            args.append("--no-docker")
+        if not any(a.startswith("--metrics-address") or a == "--no-metrics" for a in self.extra):
+            args.append("--no-metrics")
+        env = dict(os.environ, **(self.env or {}))
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.process.returncode}: {self.log()}")
+            if self.is_serving():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not mount within {timeout}s: {self.log()}")
+
+    def is_serving(self) -> bool:
+        if not any(t.startswith("fuse") for t in mounts_at(self.mountpoint)):
+            return False
+        try:
+            with open(os.path.join(self.mountpoint, "sys/devices/system/cpu/online"), "rb") as f:
+                return bool(f.read())
+        except OSError:
+            return False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM, then make sure nothing is left mounted (lazily, if wedged)."""
+        self.kill(signal.SIGTERM)
+        for _ in range(10):
+            try:
+                if not any(t.startswith("fuse") for t in mounts_at(self.mountpoint)):
+                    break
+                lazy_unmount(self.mountpoint)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                    raise
+        if getattr(self, "_log", None):
+            self._log.close()

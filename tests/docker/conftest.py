@@ -1,0 +1,62 @@
+"""Docker tests: a private dockerd, a busybox image, and a real cgroupfs daemon watching it.
+
+No __init__.py here on purpose: a package named `docker` would shadow the Docker SDK.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from tests.conftest import require
+from tests.daemon_process import DaemonProcess
+from tests.docker.engine import DockerEngine, EngineUnavailable
+
+pytestmark = pytest.mark.docker
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    require(os.geteuid() == 0, "Docker tests need root")
+    engine = DockerEngine()
+    try:
+        try:
+            engine.start()
+            engine.build_image()
+        except EngineUnavailable as exc:
+            require(False, f"cannot start a private Docker engine: {exc}")
+        yield engine
+    finally:
+        engine.cleanup()
+
+
+@pytest.fixture(scope="session")
+def cgroupfs_daemon(engine):
+    """One daemon for the session; tests that kill it start it again before they end."""
+    process = DaemonProcess(os.path.join(engine.base, "mnt"), "--docker-host", engine.host,
+                            log_path=os.path.join(engine.base, "cgroupfs.log"))
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def containers(engine, cgroupfs_daemon):
+    """run(*docker_run_args, name=None) -> name; every container is removed afterwards."""
+    created: list[str] = []
+
+    def run(*args: str, name: str | None = None, detach: bool = True) -> str:
+        name = name or f"cgfs-test-{os.getpid()}-{next(_names)}"
+        created.append(name)
+        engine.cli("run", *(["-d"] if detach else []), "--name", name, "--network", "none", *args)
+        return name
+
+    run.created = created
+    yield run
+    if created:
+        engine.cli("rm", "-f", *created, check=False)

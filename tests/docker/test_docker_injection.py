@@ -1,0 +1,183 @@
+"""Issue 3, against a private dockerd and a real cgroupfs daemon: what containers read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cgroupfs.layout import CONTAINER_TARGETS
+from tests.docker.checks import (
+    cgroupfs_cli, injected_targets, memtotal_kb, processor_count, read_in, wait_injected,
+)
+from tests.docker.engine import IMAGE
+
+pytestmark = pytest.mark.docker
+
+SLEEP = ("sleep", "600")
+
+
+def host_memtotal_kb() -> int:
+    with open("/proc/meminfo") as f:
+        return memtotal_kb(f.read())
+
+
+# 1 -- the wrapper and the flags --------------------------------------------------------
+
+
+def test_wrapper_puts_the_files_in_place_before_the_first_instruction(engine, cgroupfs_daemon):
+    result = cgroupfs_cli(engine, "docker", "--mountpoint", cgroupfs_daemon.mountpoint, "run", "--rm",
+                          "--network", "none", "-m", "15m", IMAGE, "cat", "/proc/meminfo")
+    assert result.returncode == 0, result.stderr
+    assert memtotal_kb(result.stdout) == 15360
+
+
+def test_wrapper_passes_exit_status_and_stdio_through(engine, cgroupfs_daemon):
+    result = cgroupfs_cli(engine, "docker", "--mountpoint", cgroupfs_daemon.mountpoint, "run", "--rm",
+                          "--network", "none", IMAGE, "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (result.returncode, result.stdout, result.stderr) == (7, "out\n", "err\n")
+
+
+def test_flags_work_in_a_plain_docker_run(engine, cgroupfs_daemon):
+    flags = cgroupfs_cli(engine, "flags", "--mountpoint", cgroupfs_daemon.mountpoint)
+    assert flags.returncode == 0 and "\n" not in flags.stdout.strip()
+    result = engine.cli("run", "--rm", "--network", "none", "-m", "32m", *flags.stdout.split(),
+                        IMAGE, "cat", "/proc/meminfo", "/sys/devices/system/cpu/online")
+    assert memtotal_kb(result.stdout) == 32768
+
+
+def test_wrapper_refuses_when_the_daemon_is_not_serving(engine, tmp_path):
+    result = cgroupfs_cli(engine, "docker", "--mountpoint", str(tmp_path / "nothing"), "run", "--rm", IMAGE, "true")
+    assert result.returncode != 0 and "not serving" in result.stderr
+    assert not (tmp_path / "nothing").exists()  # Docker did not get to create directories there
+
+
+# 2 -- the watcher ---------------------------------------------------------------------
+
+
+def test_plain_docker_run_is_injected_within_a_second(engine, cgroupfs_daemon, containers):
+    name = containers("-m", "64m", "--cpuset-cpus", "0", IMAGE, *SLEEP)
+    assert wait_injected(engine, name, cgroupfs_daemon.mountpoint, timeout=1.0) < 1.0
+    assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 65536
+    assert processor_count(read_in(engine, name, "/proc/cpuinfo")) == 1
+    assert read_in(engine, name, "/sys/devices/system/cpu/online").strip() == "0"
+
+
+def test_injected_files_are_read_only_and_hide_the_mount_point(engine, cgroupfs_daemon, containers):
+    name = containers("-m", "64m", IMAGE, *SLEEP)
+    wait_injected(engine, name, cgroupfs_daemon.mountpoint)
+    write = engine.cli("exec", name, "sh", "-c", "echo 1 > /proc/meminfo", check=False)
+    assert write.returncode != 0 and "Read-only" in write.stderr
+    mounts = read_in(engine, name, "/proc/self/mountinfo")
+    assert cgroupfs_daemon.mountpoint not in mounts
+    assert sum("fuse.cgroupfs" in line for line in mounts.splitlines()) == len(CONTAINER_TARGETS)
+
+
+# 3 -- heal after the daemon is killed --------------------------------------------------
+
+
+def test_killed_daemon_is_healed_in_place_without_restarting_containers(engine, cgroupfs_daemon, containers):
+    mountpoint = cgroupfs_daemon.mountpoint
+    limits_mb = {containers("-m", f"{mb}m", IMAGE, *SLEEP): mb for mb in (32, 48, 64)}
+    flagged = f"cgfs-test-flags-{os.getpid()}"
+    containers.created.append(flagged)
+    wrapped = cgroupfs_cli(engine, "docker", "--mountpoint", mountpoint, "run", "-d", "--name", flagged,
+                           "--network", "none", "-m", "40m", IMAGE, *SLEEP)
+    assert wrapped.returncode == 0, wrapped.stderr
+    limits_mb[flagged] = 40
+    for name in limits_mb:
+        wait_injected(engine, name, mountpoint)
+    started_at = {name: engine.inspect(name)["State"]["StartedAt"] for name in limits_mb}
+
+    cgroupfs_daemon.kill(signal.SIGKILL)
+    dead = engine.cli("exec", flagged, "cat", "/proc/meminfo", check=False)
+    assert dead.returncode != 0 and "not connected" in dead.stderr  # what LXCFS users are left with
+    late = containers("-m", "24m", IMAGE, *SLEEP)  # started while no daemon runs
+    limits_mb[late] = 24
+
+    restarted = time.monotonic()
+    cgroupfs_daemon.start()
+    for name in limits_mb:
+        wait_injected(engine, name, mountpoint, timeout=max(0.0, 2.0 - (time.monotonic() - restarted)))
+    assert time.monotonic() - restarted <= 2.0
+    for name, mb in limits_mb.items():
+        assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == mb * 1024, name
+        assert read_in(engine, name, "/proc/uptime").strip()
+    for name, when in started_at.items():
+        assert engine.inspect(name)["State"]["StartedAt"] == when  # healed, not restarted
+
+
+# 4 -- containers that must not cause trouble -------------------------------------------
+
+
+def test_label_opt_out_is_never_touched(engine, cgroupfs_daemon, containers):
+    opted_out = containers("--label", "cgroupfs.inject=false", "-m", "64m", IMAGE, *SLEEP)
+    control = containers("-m", "64m", IMAGE, *SLEEP)
+    wait_injected(engine, control, cgroupfs_daemon.mountpoint)
+    time.sleep(0.3)  # the opted-out one was handled first; give any straggler a moment
+    assert injected_targets(engine.init_pid(opted_out), cgroupfs_daemon.mountpoint) == set()
+    assert memtotal_kb(read_in(engine, opted_out, "/proc/meminfo")) == host_memtotal_kb()
+
+
+@pytest.mark.parametrize("options", [["--read-only"], ["--privileged"], ["--pid", "host"]],
+                         ids=["read-only", "privileged", "pid-host"])
+def test_special_containers_are_injected(engine, cgroupfs_daemon, containers, options):
+    name = containers(*options, "-m", "64m", IMAGE, *SLEEP)
+    wait_injected(engine, name, cgroupfs_daemon.mountpoint)
+    assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 65536
+
+
+def test_containers_that_exit_immediately_cause_no_errors(engine, cgroupfs_daemon, containers):
+    log_before = len(cgroupfs_daemon.log())
+    for _ in range(5):
+        engine.cli("run", "--rm", "--network", "none", IMAGE, "true")
+        containers(IMAGE, "true")
+    survivor = containers("-m", "64m", IMAGE, *SLEEP)
+    wait_injected(engine, survivor, cgroupfs_daemon.mountpoint)
+    assert cgroupfs_daemon.process.poll() is None
+    new_log = cgroupfs_daemon.log()[log_before:] if len(cgroupfs_daemon.log()) < 4000 else cgroupfs_daemon.log()
+    assert "Traceback" not in new_log and "ERROR" not in new_log and "WARNING cgroupfs.docker" not in new_log
+
+
+def test_thirty_containers_started_at_once_are_all_injected(engine, cgroupfs_daemon, containers):
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        names = list(pool.map(lambda i: containers("-m", f"{16 + i}m", IMAGE, *SLEEP), range(30)))
+    for name in names:
+        wait_injected(engine, name, cgroupfs_daemon.mountpoint, timeout=10)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        totals = list(pool.map(lambda name: memtotal_kb(read_in(engine, name, "/proc/meminfo")), names))
+    assert totals == [(16 + i) * 1024 for i in range(30)]
+
+
+# 6 -- docker restart --------------------------------------------------------------------
+
+
+def test_docker_restart_is_injected_again(engine, cgroupfs_daemon, containers):
+    name = containers("-m", "64m", IMAGE, *SLEEP)
+    wait_injected(engine, name, cgroupfs_daemon.mountpoint)
+    first_pid = engine.init_pid(name)
+    engine.cli("restart", "-t", "0", name)
+    assert engine.init_pid(name) != first_pid
+    wait_injected(engine, name, cgroupfs_daemon.mountpoint, timeout=2)
+    assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 65536
+
+
+# 5 -- Docker itself goes away (last: it ends every container) ---------------------------
+
+
+def test_dockerd_stopped_and_started_again(engine, cgroupfs_daemon, containers):
+    engine.stop()
+    if os.path.exists(engine.socket):
+        os.unlink(engine.socket)  # the "socket removed" case too
+    # the filesystem keeps serving while Docker is gone
+    with open(os.path.join(cgroupfs_daemon.mountpoint, "proc/meminfo")) as f:
+        assert memtotal_kb(f.read()) > 0
+    time.sleep(1.5)  # let the watcher fail a few reconnects
+    engine.start()
+    name = containers("-m", "64m", IMAGE, *SLEEP)
+    wait_injected(engine, name, cgroupfs_daemon.mountpoint, timeout=10)
+    assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 65536
+    assert cgroupfs_daemon.process.poll() is None

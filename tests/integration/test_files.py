@@ -1,0 +1,212 @@
+"""What processes inside real cgroups read through the real mount."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+MIB = 1024 * 1024
+
+
+def kb(text: str, key: str) -> int:
+    return int(re.search(rf"^{re.escape(key)}:\s+(\d+)", text, re.M).group(1))
+
+
+def read_in(cgroup, path: str, *, pidns: bool = False, cgroupns: bool = False) -> str:
+    args = ["cat", path]
+    if pidns or cgroupns:
+        args = ["unshare", "-f"] + (["-p"] if pidns else []) + (["-C"] if cgroupns else []) + args
+    result = cgroup.run(args, timeout=30)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def processors(cpuinfo: str) -> list[int]:
+    return [int(line.split(":")[1]) for line in cpuinfo.splitlines() if line.startswith("processor")]
+
+
+def test_a_15_mib_limit_reads_memtotal_15360_kb(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(15 * MIB)
+    text = read_in(cgroup, f"{mnt}/proc/meminfo")
+    assert kb(text, "MemTotal") == 15360
+    assert kb(text, "MemFree") <= 15360
+
+
+def test_private_cgroup_namespace_reader_is_still_resolved(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(15 * MIB)
+    assert kb(read_in(cgroup, f"{mnt}/proc/meminfo", cgroupns=True), "MemTotal") == 15360
+
+
+@pytest.mark.parametrize("parent_mib,child_mib", [(64, 32), (32, 64)])
+def test_nested_limit_is_the_lowest_on_the_path(mnt, make_cgroup, parent_mib, child_mib):
+    parent = make_cgroup()
+    child = parent.child("inner")
+    parent.set_memory_limit(parent_mib * MIB)
+    child.set_memory_limit(child_mib * MIB)
+    assert kb(read_in(child, f"{mnt}/proc/meminfo"), "MemTotal") == 32 * 1024
+
+
+def test_memfree_falls_when_the_reader_allocates(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(64 * MIB)
+    script = (
+        "import re,sys,time\n"
+        f"def free():\n t=open('{mnt}/proc/meminfo').read(); return int(re.search(r'^MemFree:\\s+(\\d+)', t, re.M).group(1))\n"
+        "before=free()\n"
+        "block=bytearray(b'\\x01')*(8<<20)\n"
+        "time.sleep(0.25)\n"  # past the daemon's 100 ms render cache
+        "after=free()\n"
+        "print(before, after)\n"
+    )
+    result = cgroup.run([sys.executable, "-c", script], timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    before, after = map(int, result.stdout.split())
+    assert before - after >= 7 * 1024, (before, after)   # 8 MiB allocated; allow page rounding
+    assert before - after <= 12 * 1024, (before, after)
+
+
+def test_cpuset_of_one_cpu(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    cgroup.set_cpus("0")
+    assert processors(read_in(cgroup, f"{mnt}/proc/cpuinfo")) == [0]
+    assert read_in(cgroup, f"{mnt}/sys/devices/system/cpu/online") == "0\n"
+    stat = read_in(cgroup, f"{mnt}/proc/stat")
+    assert re.findall(r"^cpu\d+ ", stat, re.M) == ["cpu0 "]
+
+
+def test_half_a_cpu_quota_shows_one_cpu(mnt, make_cgroup):
+    if os.cpu_count() < 2:
+        pytest.skip("needs at least two cpus to show the quota cap")  # a fact of the machine, not a prerequisite
+    cgroup = make_cgroup()
+    cgroup.set_cpu_quota(50_000, 100_000)
+    assert processors(read_in(cgroup, f"{mnt}/proc/cpuinfo")) == [0]
+    assert read_in(cgroup, f"{mnt}/sys/devices/system/cpu/online") == "0\n"
+
+
+def cpu_ticks(stat_text: str) -> int:
+    fields = stat_text.splitlines()[0].split()
+    return int(fields[1]) + int(fields[3])  # user + system
+
+
+def test_stat_cpu_time_grows_by_what_a_busy_loop_burned(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    before = cpu_ticks(read_in(cgroup, f"{mnt}/proc/stat"))
+    busy = cgroup.popen([sys.executable, "-c", "import time\nend=time.process_time()+1.0\nwhile time.process_time()<end: pass"])
+    assert busy.wait(timeout=60) == 0
+    time.sleep(0.2)  # past the render cache
+    after = cpu_ticks(read_in(cgroup, f"{mnt}/proc/stat"))
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    assert 0.8 * ticks_per_second <= after - before <= 2.0 * ticks_per_second, (before, after)
+
+
+def test_procs_running_counts_the_containers_runnable_tasks(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    busy = [cgroup.popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        running = int(re.search(r"^procs_running (\d+)", read_in(cgroup, f"{mnt}/proc/stat"), re.M).group(1))
+        assert 1 <= running <= 3  # two loops (sharing cpus with the rest of the host) plus maybe cat
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
+def test_diskstats_grows_after_direct_io(mnt, make_cgroup, workdir):
+    cgroup = make_cgroup()
+    device = os.stat(workdir).st_dev
+    major, minor = os.major(device), os.minor(device)
+    cgroup.enable_io_accounting(major, minor)
+    target = os.path.join(workdir, "direct-io.bin")
+    try:
+        result = cgroup.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=4", "oflag=direct"], timeout=60)
+        if result.returncode != 0 and b"Invalid argument" in result.stderr:
+            pytest.skip(f"{workdir} does not support O_DIRECT")  # e.g. tmpfs: a fact of the filesystem
+        assert result.returncode == 0, result.stderr.decode()
+        time.sleep(0.2)
+        lines = [l.split() for l in read_in(cgroup, f"{mnt}/proc/diskstats").splitlines()]
+        mine = [l for l in lines if (int(l[0]), int(l[1])) == (major, minor)]
+        assert mine, f"device {major}:{minor} missing from {lines}"
+        sectors_written = int(mine[0][9])
+        assert sectors_written >= 4 * MIB // 512
+    finally:
+        cgroup.disable_io_accounting(major, minor)
+        if os.path.exists(target):
+            os.unlink(target)
+
+
+def test_uptime_of_a_fresh_pid_namespace_is_small(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    up, idle = map(float, read_in(cgroup, f"{mnt}/proc/uptime", pidns=True).split())
+    assert 0 <= up < 5
+    with open("/proc/uptime") as f:
+        assert float(f.read().split()[0]) > up  # this host has been up longer than the test
+
+
+def test_loadavg_rises_with_two_busy_loops(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    busy = [cgroup.popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
+    try:
+        # The sampler runs every 5 s; the kernel's own 1-minute average of 2 runnable
+        # tasks is 2*(1-(1884/2048)^n) after n samples: 0.44 after 3, 0.57 after 4.
+        time.sleep(21)
+        fields = read_in(cgroup, f"{mnt}/proc/loadavg").split()
+        assert float(fields[0]) > 0.5, fields
+        running, total = map(int, fields[3].split("/"))
+        assert total >= 2
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
+def test_a_host_reader_gets_the_host_files(mnt, hierarchy):
+    # This test process is not necessarily in the root cgroups; a child moved there is.
+    from tests.cgroup_helpers import TestCgroup
+
+    root = TestCgroup.__new__(TestCgroup)
+    root.hierarchy = hierarchy
+    root.relative = ""
+    root.directories = {}
+    for controller in ("memory", "cpu", "cpuacct", "cpuset", "blkio", "io", "pids"):
+        version = hierarchy.version_of(controller)
+        if version == 1:
+            root.directories[controller] = hierarchy.v1[controller].directory
+        elif version == 2:
+            root.directories[controller] = hierarchy.v2.directory
+    for name in ("swaps", "cpuinfo"):
+        result = root.run(["cat", f"{mnt}/proc/{name}"])
+        with open(f"/proc/{name}") as f:
+            native = f.read()
+        if name == "cpuinfo":  # the clock rate line moves between two reads
+            strip = lambda t: re.sub(r"^cpu MHz.*$", "", t, flags=re.M)  # noqa: E731
+            assert strip(result.stdout.decode()) == strip(native)
+        else:
+            assert result.stdout.decode() == native
+    meminfo = root.run(["cat", f"{mnt}/proc/meminfo"]).stdout.decode()
+    with open("/proc/meminfo") as f:
+        native = f.read()
+    assert kb(meminfo, "MemTotal") == kb(native, "MemTotal")
+    assert [l.split(":")[0] for l in meminfo.splitlines()] == [l.split(":")[0] for l in native.splitlines()]
+
+
+def test_show_prints_what_the_process_reads(mnt, make_cgroup):
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(15 * MIB)
+    sleeper = cgroup.popen(["sleep", "30"])
+    try:
+        shown = subprocess.run([sys.executable, "-m", "daemon.cli", "show", "meminfo", "--pid", str(sleeper.pid)],
+                               capture_output=True, timeout=30, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        assert shown.returncode == 0, shown.stderr.decode()
+        assert kb(shown.stdout.decode(), "MemTotal") == 15360
+        assert kb(read_in(cgroup, f"{mnt}/proc/meminfo"), "MemTotal") == 15360
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -1,0 +1,107 @@
+"""The mount behaves like a read-only /proc: modes, errnos, offsets, directories."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+
+import pytest
+
+from cgroupfs.table import DIRECTORIES, FILES
+
+
+def test_tree_modes_and_listing(mnt):
+    for directory, children in DIRECTORIES.items():
+        path = os.path.join(mnt, directory)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o555
+        assert sorted(os.listdir(path)) == sorted(children)
+    for relative in FILES:
+        st = os.stat(os.path.join(mnt, relative))
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444
+
+
+@pytest.mark.parametrize("flags", [os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND])
+def test_write_opens_are_refused(mnt, flags):
+    with pytest.raises(OSError) as info:
+        os.open(os.path.join(mnt, "proc/meminfo"), flags)
+    assert info.value.errno in (errno.EROFS, errno.EACCES)
+
+
+@pytest.mark.parametrize("operation", [
+    lambda m: os.truncate(f"{m}/proc/meminfo", 0),
+    lambda m: os.open(f"{m}/proc/new", os.O_CREAT | os.O_WRONLY, 0o644),
+    lambda m: os.unlink(f"{m}/proc/meminfo"),
+    lambda m: os.mkdir(f"{m}/proc/dir"),
+    lambda m: os.rmdir(f"{m}/sys/devices"),
+    lambda m: os.chmod(f"{m}/proc/meminfo", 0o666),
+    lambda m: os.chown(f"{m}/proc/meminfo", 1, 1),
+    lambda m: os.rename(f"{m}/proc/meminfo", f"{m}/proc/other"),
+    lambda m: os.symlink("x", f"{m}/proc/link"),
+    lambda m: os.link(f"{m}/proc/meminfo", f"{m}/proc/hard"),
+    lambda m: os.setxattr(f"{m}/proc/meminfo", "user.x", b"1"),
+    lambda m: os.utime(f"{m}/proc/meminfo", (1, 1)),
+], ids=["truncate", "create", "unlink", "mkdir", "rmdir", "chmod", "chown", "rename", "symlink", "link",
+        "setxattr", "utime"])
+def test_every_change_is_refused(mnt, operation):
+    with pytest.raises(OSError) as info:
+        operation(mnt)
+    assert info.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def test_missing_paths_and_odd_lookups(mnt):
+    for path in ("proc/nope", "nope", "proc/meminfo/child", "sys/devices/system/cpu/offline"):
+        with pytest.raises(OSError) as info:
+            os.stat(os.path.join(mnt, path))
+        assert info.value.errno in (errno.ENOENT, errno.ENOTDIR)
+    # `..` resolves inside the mount; it cannot escape to another file of ours
+    assert os.path.samefile(os.path.join(mnt, "proc/../proc/meminfo"), os.path.join(mnt, "proc/meminfo"))
+    with pytest.raises(OSError) as info:
+        os.listdir(os.path.join(mnt, "proc/meminfo"))
+    assert info.value.errno == errno.ENOTDIR
+
+
+def test_xattrs_are_not_supported(mnt):
+    with pytest.raises(OSError) as info:
+        os.getxattr(os.path.join(mnt, "proc/meminfo"), "user.x")
+    assert info.value.errno in (errno.EOPNOTSUPP, errno.ENODATA)
+    with pytest.raises(OSError) as info:
+        os.listxattr(os.path.join(mnt, "proc/meminfo"))
+    assert info.value.errno == errno.EOPNOTSUPP
+
+
+def test_content_is_fixed_at_open_for_any_offset_and_size(mnt):
+    fd = os.open(os.path.join(mnt, "proc/meminfo"), os.O_RDONLY)
+    try:
+        whole = b""
+        while chunk := os.read(fd, 7):
+            whole += chunk
+        assert whole.startswith(b"MemTotal:")
+        assert os.pread(fd, 100, 3) == whole[3:103]
+        assert os.pread(fd, 1, len(whole) - 1) == whole[-1:]
+        assert os.pread(fd, 4096, len(whole)) == b""
+        assert os.pread(fd, 10, len(whole) + 12345) == b""
+        assert os.pread(fd, 0, 0) == b""
+        assert os.pread(fd, 1 << 20, 0) == whole
+    finally:
+        os.close(fd)
+
+
+def test_cat_head_and_dd_agree(mnt):
+    path = os.path.join(mnt, "proc/swaps")  # stable content between opens
+    cat = subprocess.run(["cat", path], capture_output=True, check=True).stdout
+    head = subprocess.run(["head", "-c", "100", path], capture_output=True, check=True).stdout
+    dd = subprocess.run(["dd", f"if={path}", "bs=1", "status=none"], capture_output=True, check=True).stdout
+    assert cat and head == cat[:100] and dd == cat
+
+
+def test_mmap_of_a_direct_io_file_fails_cleanly(mnt):
+    import mmap
+
+    with open(os.path.join(mnt, "proc/meminfo"), "rb") as f:
+        try:
+            with mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ) as mapped:
+                mapped[:8]  # if the kernel allows it, it must not hang or crash
+        except (OSError, ValueError):
+            pass  # ENODEV / EINVAL: direct_io files cannot be mapped
