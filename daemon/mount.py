@@ -37,6 +37,16 @@ def mounts_at(path: str, mountinfo_path: str = "/proc/self/mountinfo") -> list[s
     return found
 
 
+def fuse_covered(paths: list[str], mountinfo_path: str = "/proc/self/mountinfo") -> list[str]:
+    """Those of `paths` that have a FUSE filesystem mounted exactly on them.
+
+    The daemon must read the kernel's own /proc files: if one of them is covered by
+    a FUSE file (say a cgroupfs file bind-mounted over the host's /proc/meminfo),
+    reading it could route the daemon through a FUSE mount, its own included.
+    """
+    return [path for path in paths if any(t.startswith("fuse") for t in mounts_at(path, mountinfo_path))]
+
+
 def lazy_unmount(path: str) -> None:
     if _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
         err = ctypes.get_errno()

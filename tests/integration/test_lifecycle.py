@@ -105,3 +105,15 @@ def test_the_daemon_reading_its_own_mount_gets_an_error_not_a_deadlock(hierarchy
             process.wait()
         subprocess.run(["umount", "-l", mountpoint], capture_output=True)
     assert out.decode().strip() == str(errno.EDEADLK), err.decode()[-2000:]
+
+
+def test_a_daemon_whose_host_files_are_covered_by_fuse_refuses_to_start(mnt, workdir):
+    # In a private mount namespace, cover /proc/meminfo with one of our own files.
+    script = (f"mount --bind {mnt}/proc/meminfo /proc/meminfo && "
+              f"exec {sys.executable} -m daemon.cli daemon --mountpoint {workdir}/lifecycle-covered "
+              "--no-docker --no-metrics")
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, timeout=30, cwd=REPO)
+    assert result.returncode == 2, result.stderr.decode()
+    assert b"/proc/meminfo is covered by a FUSE mount" in result.stderr
+    assert b"Traceback" not in result.stderr
