@@ -13,13 +13,16 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from cgroupfs.errors import CgroupfsError
 from cgroupfs.fuse_ops import CgroupFsOperations
+from cgroupfs.host import HostReader
+from cgroupfs.host.reader import CPU_ONLINE, PROC_FILES
 from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.server import ContentServer
 from cgroupfs.sources import Options
 from daemon.loadavg_sampler import LoadavgSampler
 from daemon.metrics import MetricsError, MetricsServer
-from daemon.mount import MountError, prepare_mountpoint, run_fuse
+from daemon.mount import MountError, fuse_covered, prepare_mountpoint, run_fuse
 from daemon.stats import DaemonStats
 
 log = logging.getLogger("cgroupfs")
@@ -44,11 +47,24 @@ class Daemon:
         self.config = config
         self.mountpoint = os.path.abspath(config.mountpoint)
         self.stats = DaemonStats()
-        self.server = ContentServer(
-            options=Options(cap_cpus_by_quota=config.cap_cpus_by_quota),
-            cache_ttl_s=config.cache_ttl_s,
-            observer=self.stats,
-        )
+        host_paths = [f"/proc/{name}" for name in PROC_FILES] + [f"/sys/{CPU_ONLINE}"]
+        covered = fuse_covered(host_paths)
+        if covered:
+            raise StartupError(f"{', '.join(covered)} is covered by a FUSE mount in the daemon's mount "
+                               "namespace; the daemon must read the kernel's own files (unmount it first)")
+        try:
+            host = HostReader()  # opened now, before our mount exists: never read through it
+        except OSError as exc:
+            raise StartupError(f"cannot open the host's files: {exc}") from None
+        try:
+            self.server = ContentServer(
+                host=host,
+                options=Options(cap_cpus_by_quota=config.cap_cpus_by_quota),
+                cache_ttl_s=config.cache_ttl_s,
+                observer=self.stats,
+            )
+        except (CgroupfsError, OSError) as exc:
+            raise StartupError(f"cannot read the cgroup hierarchy: {exc}") from None
         self.sampler = LoadavgSampler(self.server.cgroups)
         self.server.load_lookup = self.sampler.lookup
         self.operations = CgroupFsOperations(self.server, observer=self.stats, on_init=self._on_mounted)
