@@ -62,3 +62,59 @@ bench: deps-bench venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+# --- install as a service -------------------------------------------------------------
+# make install [PREFIX=/opt/cgroupfs] [SYSTEMD_DIR=...] [CONFIG_FILE=...]: a virtualenv at
+# PREFIX with cgroupfs installed into it (not editable: the checkout can go away), the
+# unit with ExecStart= pointing there, the example settings unless settings exist.
+# No DESTDIR: a virtualenv is not relocatable, it must be built where it will run.
+PREFIX      ?= /opt/cgroupfs
+SYSTEMD_DIR ?= /etc/systemd/system
+CONFIG_FILE ?= /etc/default/cgroupfs
+RUN_DIR     ?= /run/cgroupfs
+UNIT_FILE   := $(SYSTEMD_DIR)/cgroupfs.service
+
+.PHONY: install uninstall
+
+install: deps-run
+	@set -e; \
+	case "$(PREFIX)" in /?*) ;; *) echo "PREFIX must be an absolute path, not '$(PREFIX)'" >&2; exit 2;; esac; \
+	if [ -d "$(PREFIX)" ] && [ ! -f "$(PREFIX)/pyvenv.cfg" ] && [ -n "$$(ls -A "$(PREFIX)")" ]; then \
+		echo "$(PREFIX) is not empty and not a virtualenv; refusing to install into it" >&2; exit 2; fi; \
+	[ -x "$(PREFIX)/bin/python" ] || $(PYTHON) -m venv "$(PREFIX)"; \
+	stage=$$(mktemp -d); trap 'rm -rf "$$stage"' EXIT; \
+	tar -c --exclude=__pycache__ pyproject.toml cgroupfs daemon $$(ls README.md LICENSE 2>/dev/null) | tar -x -C "$$stage"; \
+	"$(PREFIX)/bin/pip" install -q --disable-pip-version-check "$$stage"; \
+	echo "installed $$("$(PREFIX)/bin/cgroupfs" version) in $(PREFIX)"; \
+	mkdir -p "$(SYSTEMD_DIR)"; \
+	sed -e 's|^ExecStart=/opt/cgroupfs/|ExecStart=$(PREFIX)/|' \
+	    -e '/^Environment/s|/etc/default/cgroupfs|$(CONFIG_FILE)|' systemd/cgroupfs.service > "$(UNIT_FILE).tmp"; \
+	chmod 0644 "$(UNIT_FILE).tmp"; mv "$(UNIT_FILE).tmp" "$(UNIT_FILE)"; \
+	echo "installed $(UNIT_FILE)"; \
+	if [ -e "$(CONFIG_FILE)" ]; then echo "kept $(CONFIG_FILE)"; \
+	else mkdir -p "$$(dirname "$(CONFIG_FILE)")"; install -m 0644 systemd/cgroupfs.default "$(CONFIG_FILE)"; \
+		echo "installed $(CONFIG_FILE)"; fi; \
+	if [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload; \
+		if [ "$$(systemctl show -P FragmentPath cgroupfs.service)" = "$(UNIT_FILE)" ] \
+		   && systemctl is-active -q cgroupfs.service; then \
+			systemctl restart cgroupfs.service; echo "restarted cgroupfs.service"; fi; \
+	fi; \
+	echo; echo "Enable and start it with:  systemctl enable --now cgroupfs"
+
+uninstall:
+	@set -e; \
+	if [ -d /run/systemd/system ] && [ "$$(systemctl show -P FragmentPath cgroupfs.service)" = "$(UNIT_FILE)" ]; then \
+		systemctl disable --now cgroupfs.service; fi; \
+	rm -f "$(UNIT_FILE)" "$(SYSTEMD_DIR)/multi-user.target.wants/cgroupfs.service"; \
+	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	mountpoint=$$(sed -n 's/^[[:space:]]*CGROUPFS_MOUNTPOINT[[:space:]]*=[[:space:]]*//p' "$(CONFIG_FILE)" 2>/dev/null \
+		| tail -n 1 | tr -d "\"'"); mountpoint=$${mountpoint:-$(MOUNTPOINT)}; \
+	while findmnt -n -t fuse.cgroupfs --mountpoint "$$mountpoint" >/dev/null 2>&1; do \
+		umount -l "$$mountpoint"; echo "unmounted $$mountpoint"; done; \
+	rmdir "$$mountpoint" 2>/dev/null || true; \
+	if cmp -s systemd/cgroupfs.default "$(CONFIG_FILE)"; then rm -f "$(CONFIG_FILE)"; \
+	elif [ -e "$(CONFIG_FILE)" ]; then echo "kept $(CONFIG_FILE): it has your changes (remove it by hand)"; fi; \
+	rm -f "$(RUN_DIR)/state.json"; rmdir "$(RUN_DIR)" 2>/dev/null || true; \
+	if [ -f "$(PREFIX)/pyvenv.cfg" ]; then rm -rf "$(PREFIX)"; fi; \
+	echo "cgroupfs uninstalled"
