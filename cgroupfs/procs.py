@@ -25,7 +25,7 @@ def parse_task_stat(text: str) -> TaskStat:
     head, paren, tail = text.rpartition(")")
     pid_text = head.partition(" ")[0]
     fields = tail.split()
-    if not paren or len(fields) < 20 or not pid_text.isdigit():
+    if not paren or len(fields) < 20 or not (pid_text.isascii() and pid_text.isdigit()):
         raise ParseError(f"stat: malformed {text[:80]!r}")
     try:
         return TaskStat(pid=int(pid_text), state=fields[0], start_time_ticks=int(fields[19]))
@@ -53,7 +53,10 @@ def parse_nspid(status_text: str) -> tuple[int, ...]:
     """NSpid from /proc/<pid>/status: the pid in each nested namespace, outermost first."""
     for line in status_text.splitlines():
         if line.startswith("NSpid:"):
-            return tuple(int(p) for p in line.split()[1:])
+            pids = line.split()[1:]
+            if not pids or not all(p.isascii() and p.isdigit() for p in pids):
+                raise ParseError(f"status: malformed NSpid line {line[:80]!r}")
+            return tuple(int(p) for p in pids)
     raise ParseError("status: no NSpid line")
 
 

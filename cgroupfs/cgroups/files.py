@@ -130,6 +130,8 @@ def parse_pressure(text: str) -> tuple[int | None, int | None]:
     """PSI file: `some avg10=.. avg60=.. avg300=.. total=N` and `full ...`."""
     some = full = None
     for line in text.splitlines():
+        if not line.strip():
+            continue
         kind, *pairs = line.split()
         for pair in pairs:
             key, _, value = pair.partition("=")

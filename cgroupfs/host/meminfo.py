@@ -32,7 +32,7 @@ def parse_meminfo(text: str) -> HostMeminfo:
             continue
         key, colon, rest = raw.partition(":")
         parts = rest.split()
-        if not colon or not parts or len(parts) > 2 or not parts[0].isdigit():
+        if not colon or not parts or len(parts) > 2 or not (parts[0].isascii() and parts[0].isdigit()):
             raise ParseError(f"meminfo: malformed line {raw[:80]!r}")
         lines.append(MeminfoLine(key=key.strip(), value=int(parts[0]), has_kb=len(parts) == 2))
     if not lines:

@@ -53,7 +53,7 @@ def parse_stat(text: str) -> HostStat:
         name = parts[0]
         if name == "cpu":
             total = _ticks(parts[1:], line)
-        elif name.startswith("cpu") and name[3:].isdigit():
+        elif name.startswith("cpu") and name[3:].isascii() and name[3:].isdigit():
             per_cpu[int(name[3:])] = _ticks(parts[1:], line)
         else:
             other.append(line)
