@@ -105,9 +105,11 @@ import os, site, tomllib
 site_dir = site.getsitepackages()[0]  # /usr/local/lib/python3.11/dist-packages
 os.makedirs(site_dir, exist_ok=True)
 with open(os.path.join(site_dir, "cgroupfs-vm.pth"), "w") as pth:
-    pth.write("/mnt/src\n/mnt/pylib\n")
-with open("/mnt/src/pyproject.toml", "rb") as pyproject:
-    scripts = tomllib.load(pyproject).get("project", {}).get("scripts", {})
+    pth.write("/mnt/pylib\n/mnt/src\n")
+scripts = {}
+if os.path.exists("/mnt/src/pyproject.toml"):
+    with open("/mnt/src/pyproject.toml", "rb") as pyproject:
+        scripts = tomllib.load(pyproject).get("project", {}).get("scripts", {})
 for name, target in scripts.items():
     module, _, function = target.partition(":")
     path = f"/usr/local/bin/{name}"
