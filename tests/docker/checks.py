@@ -50,7 +50,16 @@ def wait_injected(engine: DockerEngine, container: str, mountpoint: str, timeout
 
 
 def read_in(engine: DockerEngine, container: str, path: str) -> str:
-    """What `cat PATH` prints inside the container."""
+    """What a process inside the container reads from PATH with read(2).
+
+    `head`, not busybox `cat`: cat copies with sendfile(2), which takes another path
+    through FUSE (the page cache); test_sendfile_readers covers that path on its own.
+    """
+    return engine.cli("exec", container, "head", "-n", "100000", path).stdout
+
+
+def cat_in(engine: DockerEngine, container: str, path: str) -> str:
+    """What busybox `cat PATH` (sendfile(2)) prints inside the container."""
     return engine.cli("exec", container, "cat", path).stdout
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from cgroupfs.layout import CONTAINER_TARGETS
 from tests.docker.checks import (
-    cgroupfs_cli, injected_targets, memtotal_kb, processor_count, read_in, wait_injected,
+    cat_in, cgroupfs_cli, injected_targets, memtotal_kb, processor_count, read_in, wait_injected,
 )
 from tests.docker.engine import IMAGE
 
@@ -45,7 +45,7 @@ def test_flags_work_in_a_plain_docker_run(engine, cgroupfs_daemon):
     flags = cgroupfs_cli(engine, "flags", "--mountpoint", cgroupfs_daemon.mountpoint)
     assert flags.returncode == 0 and "\n" not in flags.stdout.strip()
     result = engine.cli("run", "--rm", "--network", "none", "-m", "32m", *flags.stdout.split(),
-                        IMAGE, "cat", "/proc/meminfo", "/sys/devices/system/cpu/online")
+                        IMAGE, "head", "-n", "100000", "/proc/meminfo")
     assert memtotal_kb(result.stdout) == 32768
 
 
@@ -122,10 +122,23 @@ def test_label_opt_out_is_never_touched(engine, cgroupfs_daemon, containers):
     assert memtotal_kb(read_in(engine, opted_out, "/proc/meminfo")) == host_memtotal_kb()
 
 
-@pytest.mark.parametrize("options", [["--read-only"], ["--privileged"], ["--pid", "host"]],
-                         ids=["read-only", "privileged", "pid-host"])
+@pytest.mark.parametrize("options", [
+    ["--read-only"],
+    ["--privileged"],
+    # what --privileged changes for us (unmasked /proc, rw /sys, CAP_SYS_ADMIN), on hosts
+    # whose capability bounding set cannot start a fully privileged container
+    ["--cap-add", "SYS_ADMIN", "--security-opt", "systempaths=unconfined"],
+    ["--pid", "host"],
+], ids=["read-only", "privileged", "unconfined", "pid-host"])
 def test_special_containers_are_injected(engine, cgroupfs_daemon, containers, options):
-    name = containers(*options, "-m", "64m", IMAGE, *SLEEP)
+    try:
+        name = containers(*options, "-m", "64m", IMAGE, *SLEEP)
+    except AssertionError as exc:
+        if "--privileged" in options and "apply caps" in str(exc):
+            # A property of the host (a capability missing from its bounding set), not of
+            # cgroupfs or its prerequisites: runc cannot start any privileged container.
+            pytest.skip("this host cannot start --privileged containers (runc: unable to apply caps)")
+        raise
     wait_injected(engine, name, cgroupfs_daemon.mountpoint)
     assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 65536
 
@@ -150,6 +163,18 @@ def test_thirty_containers_started_at_once_are_all_injected(engine, cgroupfs_dae
     with ThreadPoolExecutor(max_workers=10) as pool:
         totals = list(pool.map(lambda name: memtotal_kb(read_in(engine, name, "/proc/meminfo")), names))
     assert totals == [(16 + i) * 1024 for i in range(30)]
+
+
+def test_sendfile_readers_get_their_own_container_values(engine, cgroupfs_daemon, containers):
+    """busybox `cat` (Alpine's too) copies with sendfile(2): FUSE serves that from the
+    page cache of the one shared inode, so concurrent readers must not see each other's files."""
+    names = [containers("-m", f"{32 + i}m", IMAGE, *SLEEP) for i in range(8)]
+    for name in names:
+        wait_injected(engine, name, cgroupfs_daemon.mountpoint)
+    for _ in range(3):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            totals = list(pool.map(lambda name: memtotal_kb(cat_in(engine, name, "/proc/meminfo")), names))
+        assert totals == [(32 + i) * 1024 for i in range(8)]
 
 
 # 6 -- docker restart --------------------------------------------------------------------
