@@ -63,11 +63,11 @@ def samples(exposition: str) -> dict[tuple[str, frozenset], float]:
     return result
 
 
-def values(exposition: str, name: str, **labels: str) -> list[float]:
-    """Values of the samples named `name` whose labels include `labels`."""
+def values(exposition: str, metric: str, /, **labels: str) -> list[float]:
+    """Values of the samples named `metric` whose labels include `labels`."""
     wanted = set(labels.items())
     return [value for (sample, label_set), value in samples(exposition).items()
-            if sample == name and wanted <= label_set]
+            if sample == metric and wanted <= label_set]
 
 
 def ids_in(exposition: str) -> set[str]:
@@ -203,7 +203,8 @@ ALLOCATE_20_MIB = (
     "sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
     "sys.stdin.read()\n"
 )
-BUSY_LOOP = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+# Spins until it has used `seconds` of CPU, however busy the host is.
+BUSY_LOOP = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end:\n    pass\n"
 SLEEP_FOREVER = "import sys\nsys.stdin.read()\n"
 
 
