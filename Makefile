@@ -64,14 +64,16 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 
 # --- install as a service -------------------------------------------------------------
-# make install [PREFIX=/opt/cgroupfs] [SYSTEMD_DIR=...] [CONFIG_FILE=...]: a virtualenv at
-# PREFIX with cgroupfs installed into it (not editable: the checkout can go away), the
-# unit with ExecStart= pointing there, the example settings unless settings exist.
+# make install [PREFIX=/opt/cgroupfs] [SYSTEMD_DIR=...] [CONFIG_FILE=...] [BIN_DIR=...]: a
+# virtualenv at PREFIX with cgroupfs installed into it (not editable: the checkout can go
+# away), `cgroupfs` on the PATH (a symlink in BIN_DIR), the unit with ExecStart= pointing
+# there, the example settings unless settings exist.
 # No DESTDIR: a virtualenv is not relocatable, it must be built where it will run.
 PREFIX      ?= /opt/cgroupfs
 SYSTEMD_DIR ?= /etc/systemd/system
 CONFIG_FILE ?= /etc/default/cgroupfs
 RUN_DIR     ?= /run/cgroupfs
+BIN_DIR     ?= /usr/local/bin
 UNIT_FILE   := $(SYSTEMD_DIR)/cgroupfs.service
 
 .PHONY: install uninstall
@@ -86,6 +88,7 @@ install: deps-run
 	tar -c --exclude=__pycache__ pyproject.toml cgroupfs daemon $$(ls README.md LICENSE 2>/dev/null) | tar -x -C "$$stage"; \
 	"$(PREFIX)/bin/pip" install -q --disable-pip-version-check "$$stage"; \
 	echo "installed $$("$(PREFIX)/bin/cgroupfs" version) in $(PREFIX)"; \
+	mkdir -p "$(BIN_DIR)"; ln -sfn "$(PREFIX)/bin/cgroupfs" "$(BIN_DIR)/cgroupfs"; \
 	mkdir -p "$(SYSTEMD_DIR)"; \
 	sed -e 's|^ExecStart=/opt/cgroupfs/|ExecStart=$(PREFIX)/|' \
 	    -e '/^Environment/s|/etc/default/cgroupfs|$(CONFIG_FILE)|' systemd/cgroupfs.service > "$(UNIT_FILE).tmp"; \
@@ -107,6 +110,7 @@ uninstall:
 	if [ -d /run/systemd/system ] && [ "$$(systemctl show -P FragmentPath cgroupfs.service)" = "$(UNIT_FILE)" ]; then \
 		systemctl disable --now cgroupfs.service; fi; \
 	rm -f "$(UNIT_FILE)" "$(SYSTEMD_DIR)/multi-user.target.wants/cgroupfs.service"; \
+	if [ "$$(readlink "$(BIN_DIR)/cgroupfs")" = "$(PREFIX)/bin/cgroupfs" ]; then rm -f "$(BIN_DIR)/cgroupfs"; fi; \
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
 	mountpoint=$$(sed -n 's/^[[:space:]]*CGROUPFS_MOUNTPOINT[[:space:]]*=[[:space:]]*//p' "$(CONFIG_FILE)" 2>/dev/null \
 		| tail -n 1 | tr -d "\"'"); mountpoint=$${mountpoint:-$(MOUNTPOINT)}; \

@@ -27,7 +27,7 @@ def host(tmp_path, fuse_host):
     require(shutil.which("make") is not None, "needs make")
     require(shutil.which("systemd-analyze") is not None, "needs systemd-analyze (Debian package systemd)")
     root = tmp_path / "root"
-    for directory in ("opt", "etc/systemd/system", "etc/default", "run", "var/lib"):
+    for directory in ("opt", "etc/systemd/system", "etc/default", "run", "var/lib", "usr/local/bin"):
         (root / directory).mkdir(parents=True)
     return root
 
@@ -36,7 +36,7 @@ def make(root, target: str) -> subprocess.CompletedProcess:
     variables = {
         "PREFIX": root / "opt/cgroupfs", "SYSTEMD_DIR": root / "etc/systemd/system",
         "CONFIG_FILE": root / "etc/default/cgroupfs", "RUN_DIR": root / "run/cgroupfs",
-        "MOUNTPOINT": root / "var/lib/cgroupfs",
+        "MOUNTPOINT": root / "var/lib/cgroupfs", "BIN_DIR": root / "usr/local/bin",
     }
     result = subprocess.run(["make", "--no-print-directory", "-C", REPO, target,
                              *(f"{name}={value}" for name, value in variables.items())],
@@ -58,6 +58,7 @@ def test_install_serve_uninstall(host, tmp_path):
     probe = subprocess.run([prefix / "bin/python", "-c", "import daemon, cgroupfs; print(daemon.__file__)"],
                            capture_output=True, text=True, cwd="/", check=True)
     assert probe.stdout.startswith(str(prefix / "lib")), probe.stdout
+    assert os.readlink(host / "usr/local/bin/cgroupfs") == str(prefix / "bin/cgroupfs")
     assert f"ExecStart={prefix}/bin/cgroupfs daemon\n" in unit.read_text()
     assert f"EnvironmentFile=-{config}\n" in unit.read_text()
     assert config.read_text() == open(os.path.join(REPO, "systemd/cgroupfs.default")).read()
@@ -80,7 +81,7 @@ def test_install_serve_uninstall(host, tmp_path):
         daemon.wait_serving(str(mountpoint))
         with open(mountpoint / "proc/meminfo") as f:
             assert f.read().startswith("MemTotal:")
-        status = subprocess.run([prefix / "bin/cgroupfs", "status"], capture_output=True, text=True, cwd="/",
+        status = subprocess.run([host / "usr/local/bin/cgroupfs", "status"], capture_output=True, text=True, cwd="/",
                                 env={"PATH": os.environ["PATH"], "CGROUPFS_CONFIG": str(config),
                                      "CGROUPFS_STATE_FILE": daemon.state_file})
         assert status.returncode == 0, status.stdout + status.stderr
