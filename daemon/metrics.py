@@ -16,7 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -27,6 +27,7 @@ from cgroupfs.errors import CgroupGone, ProcessGone
 from daemon.container_metrics import container_families
 from daemon.container_snapshot import SnapshotReader, Target, list_targets
 from daemon.daemon_metrics import copy_stats, daemon_families
+from daemon.exposition import CONTENT_TYPE, encode
 from daemon.stats import DaemonStats
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.partition("?")[0]
         if path == "/metrics":
             try:
-                body, status, content_type = generate_latest(self.server.registry), 200, CONTENT_TYPE_LATEST
+                body, status, content_type = encode(self.server.registry), 200, CONTENT_TYPE
             except Exception:  # noqa: BLE001 - a bug in a collector must not kill the server thread
                 log.exception("metrics: building the exposition failed")
                 body, status, content_type = b"exposition failed; see the daemon log\n", 500, "text/plain"

@@ -7,16 +7,17 @@ import os
 import socket
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from cgroupfs.cgroups.model import CpuStats, MemoryStats
 from cgroupfs.errors import ParseError
 from daemon.container_metrics import container_families, docker_label_name
 from daemon.container_snapshot import ContainerSnapshot, SnapshotReader, Target
 from daemon.daemon_metrics import copy_stats, cumulative_buckets, daemon_families
+from daemon.exposition import encode, format_value
 from daemon.metrics import MetricsError, MetricsServer, build_registry, parse_address
 from daemon.stats import LATENCY_BUCKETS_S, ContainerInfo, DaemonStats
-from tests.metrics.support import promtool_check, values
+from tests.metrics.support import promtool_check, samples, values
 from tests.unit.fixture_trees import V2, reader
 
 MIB = 1 << 20
@@ -167,3 +168,39 @@ def test_copy_stats_is_a_copy():
     stats.request("proc/meminfo", 0.001, None)
     assert copy.requests["proc/meminfo"] == 2
     assert daemon_families(copy)[0].name == "cgroupfs_build_info"
+
+
+def test_the_lean_writer_says_what_prometheus_client_says():
+    registry = v2_exporter(v2_stats())
+    ours, theirs = samples(encode(registry).decode()), samples(generate_latest(registry).decode())
+    volatile = ("process_", "python_gc_", "cgroupfs_metrics_collect_duration_seconds")
+    assert {k: v for k, v in ours.items() if not k[0].startswith(volatile)} == \
+        {k: v for k, v in theirs.items() if not k[0].startswith(volatile)}
+    assert {k[0] for k in ours} == {k[0] for k in theirs}
+    result = promtool_check(encode(registry).decode())
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+@pytest.mark.parametrize("value,text", [
+    (67108864, "67108864"), (0.4, "0.4"), (3.0, "3"), (float("inf"), "+Inf"), (float("nan"), "NaN"),
+    (1e300, "1e+300"), (-2, "-2"),
+])
+def test_values_are_written_exactly(value, text):
+    assert format_value(value) == text
+
+
+def test_label_values_and_help_are_escaped():
+    from prometheus_client.core import GaugeMetricFamily
+
+    class Odd:
+        def collect(self):
+            family = GaugeMetricFamily("odd", 'help with \\ and\nnewline', labels=("path",))
+            family.add_metric(('a"b\\c\nd',), 1)
+            yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Odd())
+    text = encode(registry).decode()
+    assert 'odd{path="a\\"b\\\\c\\nd"} 1\n' in text
+    assert "# HELP odd help with \\\\ and\\nnewline\n" in text
+    assert values(text, "odd", path='a"b\\c\nd') == [1]
