@@ -171,7 +171,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from daemon.config import parse_args_with_config
+
+    # Defaults come from /etc/default/cgroupfs (or $CGROUPFS_CONFIG) and CGROUPFS_* variables;
+    # flags on the command line win.
+    args = parse_args_with_config(build_parser(), argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

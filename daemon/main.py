@@ -20,10 +20,14 @@ from cgroupfs.host.reader import CPU_ONLINE, PROC_FILES
 from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.server import ContentServer
 from cgroupfs.sources import Options
+from daemon.docker_watcher import DockerWatcher
 from daemon.loadavg_sampler import LoadavgSampler
 from daemon.metrics import MetricsError, MetricsServer
 from daemon.mount import MountError, fuse_covered, prepare_mountpoint, run_fuse
+from daemon.notify import Notifier
+from daemon.state import StateWriter
 from daemon.stats import DaemonStats
+from daemon.testhooks import install_wedge
 
 log = logging.getLogger("cgroupfs")
 
@@ -79,6 +83,14 @@ class Daemon:
                 self.add_component(MetricsServer(config.metrics_address, self.stats, self.server.cgroups))
             except MetricsError as exc:
                 raise StartupError(str(exc)) from None
+        if config.docker_host is not None:
+            self.add_component(DockerWatcher(self.mountpoint, config.docker_host, self.stats))
+        self.add_component(StateWriter(None, self.stats, mountpoint=self.mountpoint,
+                                       docker_host=config.docker_host, metrics_address=config.metrics_address))
+        # Last: started once everything else runs (READY=1 means "all up"), stopped first
+        # (STOPPING=1 before the rest shuts down).
+        self.add_component(Notifier(self.mountpoint, self.stats, docker_enabled=config.docker_host is not None))
+        install_wedge(self.operations)  # test-only; a no-op unless $CGROUPFS_TEST_WEDGE_FILE is set
 
     def add_component(self, component) -> None:
         self.components.append(component)

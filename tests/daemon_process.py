@@ -29,6 +29,10 @@ class DaemonProcess:
         if not any(a.startswith("--metrics-address") or a == "--no-metrics" for a in self.extra):
             args.append("--no-metrics")
         env = dict(os.environ, **(self.env or {}))
+        # Each test daemon keeps its state file beside its mount point, not in /run.
+        env.setdefault("CGROUPFS_STATE_FILE", self.mountpoint.rstrip("/") + ".state.json")
+        # ... and ignores the host's /etc/default/cgroupfs: tests choose their own flags.
+        env.setdefault("CGROUPFS_CONFIG", self.mountpoint.rstrip("/") + ".no-config")
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
