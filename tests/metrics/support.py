@@ -145,6 +145,15 @@ class LiveCgroup:
     def set_memory_limit(self, limit_bytes: int) -> None:
         _write(self._file("memory", "memory.limit_in_bytes", "memory.max"), str(limit_bytes))
 
+    def forbid_swap(self, memory_limit_bytes: int) -> None:
+        """So the memory limit ends in an OOM kill rather than in swap (memsw >= memory on v1)."""
+        if self.hierarchy.version_of("memory") == 1:
+            path = self._file("memory", "memory.memsw.limit_in_bytes", "")
+            if os.path.exists(path):
+                _write(path, str(memory_limit_bytes))
+        elif os.path.exists(self._file("memory", "", "memory.swap.max")):
+            _write(self._file("memory", "", "memory.swap.max"), "0")
+
     def set_cpu_quota(self, quota_usec: int, period_usec: int = 100_000) -> None:
         if self.hierarchy.version_of("cpu") == 1:
             _write(self._file("cpu", "cpu.cfs_period_us", ""), str(period_usec))
@@ -204,6 +213,13 @@ ALLOCATE_20_MIB = (
     "sys.stdin.read()\n"
 )
 # Spins until it has used `seconds` of CPU, however busy the host is.
+# Waits for a line on stdin, then allocates far past a 32 MiB limit.
+ALLOCATE_ON_REQUEST = (
+    "import sys\n"
+    "sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
+    "sys.stdin.readline()\n"
+    "data = b'\\x01' * (128 << 20)\n"
+)
 BUSY_LOOP = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end:\n    pass\n"
 SLEEP_FOREVER = "import sys\nsys.stdin.read()\n"
 
