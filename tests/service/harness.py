@@ -112,12 +112,12 @@ def is_fuse_mounted(mountpoint: str) -> bool:
 
 
 class ServiceDaemon:
-    """`cgroupfs daemon --no-docker --no-metrics` in a test directory, as systemd would start it."""
+    """`cgroupfs daemon` (by default --no-docker --no-metrics) in a test directory, as systemd would start it."""
 
     def __init__(self, directory: str, *, notify: NotifyListener | None = None, watchdog_usec: int | None = None,
                  watchdog_pid: str | None = "self", wedge: bool = False, extra_args: tuple[str, ...] = (),
                  env: dict | None = None, command: tuple[str, ...] | None = None, mountpoint_flag: bool = True,
-                 cwd: str = REPO):
+                 cwd: str = REPO, docker_host: str | None = None, metrics_address: str | None = None):
         self.directory = directory
         self.cwd = cwd
         self.mountpoint = os.path.join(directory, "mnt")
@@ -146,7 +146,9 @@ class ServiceDaemon:
         self.env.update(env or {})
         base = command or (sys.executable, "-m", "daemon.cli", "daemon")
         self.args = [*base, *(("--mountpoint", self.mountpoint) if mountpoint_flag else ()),
-                     "--no-docker", "--no-metrics", *extra_args]
+                     *(("--docker-host", docker_host) if docker_host else ("--no-docker",)),
+                     *(("--metrics-address", metrics_address) if metrics_address else ("--no-metrics",)),
+                     *extra_args]
         self.process: subprocess.Popen | None = None
         self.readers: list[subprocess.Popen] = []
 

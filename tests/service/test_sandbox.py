@@ -185,3 +185,34 @@ def test_injection_works_with_the_units_capabilities_and_needs_each(daemons, eng
     assert inject_as_the_unit(pid) == "mounted"
     assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 65536
     assert re.fullmatch(r"0-\d+\n", read_in(engine, name, "/sys/devices/system/cpu/online"))
+
+
+def free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_whole_daemon_under_the_units_restrictions(daemons, notify_socket, engine, container, devices_cgroup):
+    """Docker watcher, injection, metrics endpoint, notify: everything the unit runs, restricted as the unit says."""
+    import urllib.request
+
+    from tests.docker.checks import memtotal_kb, read_in, wait_injected
+
+    address = f"127.0.0.1:{free_loopback_port()}"
+    daemon = daemons(notify=notify_socket, watchdog_usec=2_000_000, docker_host=engine.host, metrics_address=address,
+                     command=sandboxed(sys.executable, "-m", "daemon.cli", "daemon", devices_cgroup=devices_cgroup))
+    ready = notify_socket.wait_for("READY=1", timeout=30)
+    name, _ = container("1000:1000")
+    wait_injected(engine, name, daemon.mountpoint, timeout=10)
+    assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 65536
+    notify_socket.wait_for(f"STATUS=serving 1 container at {daemon.mountpoint}", timeout=10, after=ready.received)
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        assert response.status == 200 and b"cgroupfs_" in response.read()
+    time.sleep(1.2)
+    assert notify_socket.count("WATCHDOG=1", ready.received) >= 2  # one per 0.5 s
+    assert daemon.terminate() == 0
+    log = daemon.log()
+    assert "Traceback" not in log and "not permitted" not in log and "EPERM" not in log, log
