@@ -87,7 +87,7 @@ def prometheus_for(tmp_path):
 class MetricsDaemon:
     """The real `cgroupfs daemon` as a subprocess, with metrics on `address`."""
 
-    def __init__(self, mountpoint: str, address: str, log_path: str):
+    def __init__(self, mountpoint: str, address: str, log_path: str, docker_host: str | None = None):
         self.mountpoint = mountpoint
         self.address = address
         self.host, _, port = address.rpartition(":")
@@ -96,7 +96,8 @@ class MetricsDaemon:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "daemon.cli", "daemon", "--mountpoint", mountpoint, "--no-docker",
+            [PYTHON, "-m", "daemon.cli", "daemon", "--mountpoint", mountpoint,
+             *(["--docker-host", docker_host] if docker_host else ["--no-docker"]),
              "--metrics-address", address],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
