@@ -31,7 +31,9 @@ OPT_OUT_LABEL = "cgroupfs.inject"
 BACKOFF_INITIAL_S = 0.25
 BACKOFF_MAX_S = 5.0
 API_TIMEOUT_S = 10
-WORKERS = 4
+# Injections mostly wait in the kernel (each mount change waits out an RCU grace
+# period), so more workers than cpus overlap those waits.
+WORKERS = 8
 # Everything the SDK raises when the engine is down, restarting or its socket gone.
 CONNECTION_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
@@ -67,6 +69,7 @@ class DockerWatcher:
         self._container_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._cgroup_of: dict[str, str] = {}  # container id -> key in stats.containers
+        self._ours: dict[str, tuple[str, str]] | None = None  # inject.own_identities(), once
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -144,13 +147,26 @@ class DockerWatcher:
             log.warning("Docker event stream from %s ended; reconnecting", self.docker_host)
 
     def _sweep(self, client: docker.DockerClient) -> None:
-        running = client.api.containers(quiet=True)
-        running_ids = {entry["Id"] for entry in running}
+        started = time.monotonic()
+        running_ids = {entry["Id"] for entry in client.api.containers(quiet=True)}
         for container_id in list(self._cgroup_of):
             if container_id not in running_ids:
                 self._forget(container_id)
-        for container_id in running_ids:
-            self._pool.submit(self._handle, container_id, None)
+        futures = [self._pool.submit(self._handle, container_id, None) for container_id in running_ids]
+        if not futures:
+            return
+        remaining = [len(futures)]
+        remaining_lock = threading.Lock()
+
+        def one_done(_future) -> None:
+            with remaining_lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    log.info("checked %d running containers in %.0f ms", len(futures),
+                             (time.monotonic() - started) * 1000)
+
+        for future in futures:
+            future.add_done_callback(one_done)
 
     def _set_connected(self, connected: bool) -> None:
         with self.stats.lock:
@@ -195,7 +211,7 @@ class DockerWatcher:
             log.info("container %s has %s=%s; not injecting", who, OPT_OUT_LABEL, labels[OPT_OUT_LABEL])
             return
         try:
-            results = inject.inject(pid, self.mountpoint)
+            results = inject.inject(pid, self.mountpoint, ours=self._our_identities())
         except inject.ContainerGone:
             log.info("container %s exited during injection; nothing to do", who)
             _bump(self.stats, "injections_skipped")
@@ -206,6 +222,16 @@ class DockerWatcher:
             _bump(self.stats, "injections_failed")
             return
         self._account(who, results, event_time_ns)
+
+    def _our_identities(self) -> dict[str, tuple[str, str]] | None:
+        # Parsing the host's mountinfo costs a few ms with many containers; our
+        # mount's identity does not change while we serve it.
+        if self._ours is None:
+            try:
+                self._ours = inject.own_identities(self.mountpoint)
+            except OSError:
+                return None
+        return self._ours
 
     def _account(self, who: str, results: list[inject.FileResult], event_time_ns: int | None) -> None:
         failed = [r for r in results if r.outcome == "failed"]

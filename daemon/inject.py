@@ -144,9 +144,13 @@ def _detach(target: bytes) -> int:
 # -- reading mount tables -----------------------------------------------------------
 
 
-def parse_mountinfo(text: str) -> list[MountEntry]:
+def parse_mountinfo(text: str, points: set[str] | None = None) -> list[MountEntry]:
+    """Entries of a mountinfo file; only those mounted at `points` when given (faster)."""
     entries = []
     for line in text.splitlines():
+        head = line.split(" ", 5)
+        if len(head) < 6 or (points is not None and unescape_mountinfo(head[4]) not in points):
+            continue
         before, sep, after = line.partition(" - ")
         fields = before.split()
         if not sep or len(fields) < 5:
@@ -175,19 +179,20 @@ def top_mounts(entries: list[MountEntry]) -> dict[str, MountEntry]:
     return tops
 
 
-def source_identity(mountpoint: str, relative: str, mountinfo_text: str) -> tuple[str, str]:
-    """(device, root) that a bind of `mountpoint/relative` shows in a mountinfo line."""
-    path = os.path.join(os.path.realpath(mountpoint), relative)
-    best = None
+def source_identities(mountpoint: str, relatives, mountinfo_text: str) -> dict[str, tuple[str, str]]:
+    """relative path -> (device, root) that a bind of `mountpoint/relative` shows in mountinfo."""
+    base = os.path.realpath(mountpoint)
+    holder = None  # the visible mount holding `base`: the longest mount point above it
     for entry in top_mounts(parse_mountinfo(mountinfo_text)).values():
         point = entry.mount_point
-        if path == point or path.startswith(point.rstrip("/") + "/"):
-            if best is None or len(point) > len(best.mount_point):
-                best = entry
-    if best is None:
-        raise OSError(errno.ENOENT, "no mount holds", path)
-    inside = path[len(best.mount_point.rstrip("/")):]
-    return best.device, os.path.normpath(best.root.rstrip("/") + inside)
+        if base == point or base.startswith(point.rstrip("/") + "/"):
+            if holder is None or len(point) > len(holder.mount_point):
+                holder = entry
+    if holder is None:
+        raise OSError(errno.ENOENT, "no mount holds", base)
+    inside = base[len(holder.mount_point.rstrip("/")):]
+    return {relative: (holder.device, os.path.normpath(f"{holder.root.rstrip('/')}{inside}/{relative}"))
+            for relative in relatives}
 
 
 def _read(path: str) -> str:
@@ -212,20 +217,31 @@ def _probe_dead(pid: int, target: str) -> int:
 # -- the injection ------------------------------------------------------------------
 
 
-def plan(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS) -> dict[str, str]:
-    """target -> action (mount | heal | present | foreign) for a container's init `pid`."""
-    own_mountinfo = _read("/proc/self/mountinfo")
+def own_identities(mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS) -> dict[str, tuple[str, str]]:
+    """What our files look like in a container's mountinfo; fixed while the daemon's mount lives."""
+    return source_identities(mountpoint, targets, _read("/proc/self/mountinfo"))
+
+
+def plan(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS,
+         ours: dict[str, tuple[str, str]] | None = None) -> dict[str, str]:
+    """target -> action (mount | heal | present | foreign) for a container's init `pid`.
+
+    `ours`: own_identities(), computed once by a caller that injects often.
+    """
     try:
-        container_tops = top_mounts(parse_mountinfo(_read(f"/proc/{pid}/mountinfo")))
+        text = _read(f"/proc/{pid}/mountinfo")
     except (FileNotFoundError, ProcessLookupError):
         raise ContainerGone(pid) from None
+    container_tops = top_mounts(parse_mountinfo(text, set(targets.values())))
+    if ours is None:
+        ours = own_identities(mountpoint, targets)
     actions = {}
     for relative, target in targets.items():
         top = container_tops.get(target)
         if top is None:
             actions[target] = "mount"
             continue
-        if (top.device, top.root) == source_identity(mountpoint, relative, own_mountinfo):
+        if (top.device, top.root) == ours[relative]:
             actions[target] = "present"
         elif _probe_dead(pid, target) in DEAD_MOUNT_ERRNOS:
             actions[target] = "heal"
@@ -309,15 +325,15 @@ def _run_in_namespace(ns_fd: int, jobs: list[tuple[int, bytes, str]], beneath: b
 
 
 def inject(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS,
-           beneath: bool = True) -> list[FileResult]:
+           beneath: bool = True, ours: dict[str, tuple[str, str]] | None = None) -> list[FileResult]:
     """Mount or heal every file in the mount namespace of `pid`; one result per target.
 
-    `beneath=False` heals the old way (detach, then mount) even where the kernel has
+    `ours`: see plan().  `beneath=False` heals the old way (detach, then mount) even where the kernel has
     MOVE_MOUNT_BENEATH; the tests use it to cover kernels older than 6.5.
     Raises ContainerGone when the process is gone (a container that already exited),
     InjectionRefused when `pid` is not in a mount namespace of its own.
     """
-    actions = plan(pid, mountpoint, targets)
+    actions = plan(pid, mountpoint, targets, ours)
     results: dict[str, FileResult] = {}
     jobs: list[tuple[int, bytes, str]] = []
     job_targets: list[str] = []

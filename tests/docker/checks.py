@@ -9,7 +9,7 @@ import sys
 import time
 
 from cgroupfs.layout import CONTAINER_TARGETS
-from daemon.inject import parse_mountinfo, source_identity, top_mounts
+from daemon.inject import parse_mountinfo, source_identities, top_mounts
 from tests.docker.engine import DockerEngine
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,19 +19,23 @@ class NotInjected(AssertionError):
     pass
 
 
-def injected_targets(pid: int, mountpoint: str) -> set[str]:
+def our_identities(mountpoint: str) -> dict[str, tuple[str, str]]:
+    with open("/proc/self/mountinfo") as f:
+        return source_identities(mountpoint, CONTAINER_TARGETS, f.read())
+
+
+def injected_targets(pid: int, mountpoint: str, ours: dict[str, tuple[str, str]] | None = None) -> set[str]:
     """Targets whose visible mount in the process's namespace is a live file of `mountpoint`."""
     try:
         with open(f"/proc/{pid}/mountinfo") as f:
-            tops = top_mounts(parse_mountinfo(f.read()))
+            tops = top_mounts(parse_mountinfo(f.read(), set(CONTAINER_TARGETS.values())))
     except (FileNotFoundError, ProcessLookupError):
         return set()
-    with open("/proc/self/mountinfo") as f:
-        own = f.read()
+    ours = ours or our_identities(mountpoint)
     found = set()
     for relative, target in CONTAINER_TARGETS.items():
         top = tops.get(target)
-        if top is not None and (top.device, top.root) == source_identity(mountpoint, relative, own):
+        if top is not None and (top.device, top.root) == ours[relative]:
             found.add(target)
     return found
 

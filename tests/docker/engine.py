@@ -118,14 +118,21 @@ class DockerEngine:
         self.process = None
 
     def cleanup(self) -> None:
-        """Remove every container, stop the engine, unmount and delete the directory."""
-        if self.process is not None and self.process.poll() is None:
-            ids = self.cli("ps", "-aq", check=False).stdout.split()
-            if ids:
-                self.cli("rm", "-f", *ids, check=False)
-        self.stop()
-        unmount_under(self.base)
-        shutil.rmtree(self.base, ignore_errors=True)
+        """Remove every container, stop the engine, unmount and delete the directory.
+
+        Each step runs even when the one before failed (a slow or wedged engine).
+        """
+        try:
+            if self.process is not None and self.process.poll() is None:
+                ids = self.cli("ps", "-aq", check=False).stdout.split()
+                if ids:
+                    self.cli("rm", "-f", *ids, check=False, timeout=300)
+        finally:
+            try:
+                self.stop()
+            finally:
+                unmount_under(self.base)
+                shutil.rmtree(self.base, ignore_errors=True)
 
     def _containerd_pid(self) -> int | None:
         try:
