@@ -44,12 +44,20 @@ class _Entry:
 
 
 class TtlCache:
-    """A dict whose entries expire; bounded by purging expired entries when it grows."""
+    """A dict whose entries expire.
 
-    def __init__(self, ttl_s: float, max_entries: int = 20_000):
+    Expired entries are dropped at least every `sweep_interval_s` (and whenever the
+    dict reaches `max_entries`), so its size follows the readers of the last few
+    seconds, not every pid and cgroup ever seen: without the sweep, a host where
+    containers come and go grew by ~4 KB per container until max_entries.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 20_000, sweep_interval_s: float | None = None):
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.sweep_interval_s = max(1.0, 10 * ttl_s) if sweep_interval_s is None else sweep_interval_s
         self._entries: dict[object, _Entry] = {}
+        self._next_sweep = float("-inf")
 
     def get(self, key: object, now: float):
         entry = self._entries.get(key)
@@ -58,8 +66,9 @@ class TtlCache:
         return entry.value
 
     def put(self, key: object, value: object, now: float) -> None:
-        if len(self._entries) >= self.max_entries:
+        if now >= self._next_sweep or len(self._entries) >= self.max_entries:
             self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
+            self._next_sweep = now + self.sweep_interval_s
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
         self._entries[key] = _Entry(now + self.ttl_s, value)
@@ -151,6 +160,12 @@ class ContentServer:
                 return self.host.raw(virtual.host_name)
             except ParseError as exc:
                 self._fallback(path, "parse_error", exc, warn=True)
+                return self.host.raw(virtual.host_name)
+            except OSError as exc:
+                # A counter file the kernel refuses to read (EIO, EISDIR, ...): like a
+                # parse error, the host's file and one log line, not EIO and a
+                # traceback on every read.
+                self._fallback(path, "read_error", exc, warn=True)
                 return self.host.raw(virtual.host_name)
         if self.caching:
             self._rendered.put(key, data, now)

@@ -17,7 +17,7 @@ import threading
 from cgroupfs.cgroups import CgroupReader, read_proc_cgroup
 from cgroupfs.errors import CgroupfsError
 from cgroupfs.files import loadavg
-from cgroupfs.procs import read_task_stat
+from cgroupfs.procs import read_thread_stat
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def active_threads(proc_root: str = "/proc") -> list[int]:
             continue  # exited
         for tid in tasks:
             try:
-                if read_task_stat(int(tid), proc_root).state in ("R", "D"):
+                if read_thread_stat(int(tid), proc_root).state in ("R", "D"):
                     active.append(int(tid))
             except (CgroupfsError, OSError, ValueError):
                 continue

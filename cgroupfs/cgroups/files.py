@@ -40,10 +40,12 @@ def read_text(directory: str, name: str) -> str | None:
 
 
 def parse_int(text: str, what: str = "value") -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ParseError(f"{what}: not an integer: {text[:40]!r}") from None
+    """A kernel counter: ASCII digits, at most 20 (u64).  No sign, no `_`, which int()
+    would accept: a negative usage once rendered MemFree above MemTotal."""
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 20:
+        raise ParseError(f"{what}: not an integer: {text[:40]!r}")
+    return int(digits)
 
 
 def parse_limit(text: str, what: str = "limit") -> int | None:

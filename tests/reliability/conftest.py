@@ -1,0 +1,69 @@
+"""Fixtures of the reliability suite: real daemons, real cgroups, unique names, full clean-up.
+
+Cgroups are named cgroupfs-rel-<pid>-<n>; mount points live in pytest's temporary
+directories.  Every daemon, cgroup and process a test starts is removed when the
+test ends, whatever happened (a wedged mount is detached lazily).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import itertools
+import os
+
+import pytest
+
+from cgroupfs.cgroups.hierarchy import discover
+from tests.cgroup_helpers import TestCgroup
+from tests.conftest import require
+from tests.daemon_process import DaemonProcess
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def hierarchy():
+    require(os.geteuid() == 0, "the reliability tests need root (FUSE mounts, cgroups)")
+    require(os.path.exists("/dev/fuse"), "/dev/fuse is missing")
+    require(ctypes.util.find_library("fuse3") is not None, "libfuse3 is not installed (Debian: fuse3)")
+    h = discover()
+    for controller in ("memory", "cpu", "cpuset", "pids"):
+        require(h.version_of(controller) is not None, f"cgroup controller {controller!r} is not available")
+    return h
+
+
+@pytest.fixture
+def make_cgroup(hierarchy):
+    """make_cgroup() -> a fresh TestCgroup named cgroupfs-rel-<pid>-<n>, removed afterwards."""
+    created: list[TestCgroup] = []
+
+    def make() -> TestCgroup:
+        cgroup = TestCgroup(f"cgroupfs-rel-{os.getpid()}-{next(_counter)}", hierarchy)
+        created.append(cgroup)
+        return cgroup
+
+    yield make
+    for cgroup in reversed(created):
+        cgroup.remove()
+
+
+@pytest.fixture
+def start_daemon(hierarchy, tmp_path):
+    """start_daemon(*extra, mountpoint=None, env=None) -> a serving DaemonProcess; all stopped afterwards."""
+    started: list[DaemonProcess] = []
+
+    def start(*extra: str, mountpoint: str | None = None, env: dict | None = None) -> DaemonProcess:
+        daemon = DaemonProcess(mountpoint or str(tmp_path / f"mnt{len(started)}"), *extra,
+                               log_path=str(tmp_path / f"daemon{len(started)}.log"), env=env)
+        started.append(daemon)
+        daemon.start()
+        return daemon
+
+    yield start
+    for daemon in reversed(started):
+        if daemon.process is not None and daemon.process.poll() is None:
+            try:
+                os.kill(daemon.pid, 18)  # SIGCONT: a test may have left it stopped
+            except ProcessLookupError:
+                pass
+        daemon.stop()
