@@ -48,7 +48,7 @@ def devices_cgroup():
         yield None
         return
     path = f"/sys/fs/cgroup/devices/cgroupfs-test-{uuid.uuid4().hex[:12]}"
-    yield path
+    yield path  # tests list this fixture before `daemons`, so their daemons are gone by now
     for _ in range(100):
         try:
             os.rmdir(path)
@@ -59,9 +59,10 @@ def devices_cgroup():
             if exc.errno != errno.EBUSY:
                 raise
             time.sleep(0.1)
+    raise AssertionError(f"{path} still has processes: {open(os.path.join(path, 'cgroup.procs')).read()!r}")
 
 
-def test_the_daemon_serves_and_stops_under_the_units_restrictions(daemons, notify_socket, devices_cgroup):
+def test_the_daemon_serves_and_stops_under_the_units_restrictions(devices_cgroup, daemons, notify_socket):
     daemon = daemons(notify=notify_socket, watchdog_usec=1_000_000,
                      command=sandboxed(sys.executable, "-m", "daemon.cli", "daemon", devices_cgroup=devices_cgroup))
     ready = notify_socket.wait_for("READY=1", timeout=20)
@@ -91,7 +92,7 @@ def test_without_cap_sys_admin_nothing_mounts(daemons):
     assert "Traceback" not in daemon.log(), daemon.log()
 
 
-def test_exec_stop_post_works_under_the_units_restrictions(daemons, devices_cgroup):
+def test_exec_stop_post_works_under_the_units_restrictions(devices_cgroup, daemons):
     daemon = daemons(command=sandboxed(sys.executable, "-m", "daemon.cli", "daemon", devices_cgroup=devices_cgroup))
     daemon.wait_serving()
     daemon.process.send_signal(signal.SIGKILL)
@@ -154,7 +155,7 @@ def container(engine):
 
 
 @pytest.mark.parametrize("user", ["0:0", "1000:1000"])
-def test_injection_works_with_the_units_capabilities_and_needs_each(daemons, engine, container, devices_cgroup,
+def test_injection_works_with_the_units_capabilities_and_needs_each(devices_cgroup, daemons, engine, container,
                                                                    user):
     from tests.docker.checks import memtotal_kb, read_in
 
@@ -195,7 +196,7 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_whole_daemon_under_the_units_restrictions(daemons, notify_socket, engine, container, devices_cgroup):
+def test_the_whole_daemon_under_the_units_restrictions(devices_cgroup, daemons, notify_socket, engine, container):
     """Docker watcher, injection, metrics endpoint, notify: everything the unit runs, restricted as the unit says."""
     import urllib.request
 
