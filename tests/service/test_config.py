@@ -141,3 +141,11 @@ def test_the_daemon_mounts_where_the_file_says_unless_told_otherwise(daemons, no
     flagged.wait_serving()  # --mountpoint <dir>/mnt, not the configured one
     assert not is_fuse_mounted(str(configured))
     assert "DEBUG" in flagged.log()  # the file's other settings still apply
+
+
+def test_environment_only_variables_are_not_settings(tmp_path):
+    # The state file's place belongs to the unit (RuntimeDirectory=), not to the settings.
+    with pytest.raises(ConfigError, match="unknown setting CGROUPFS_STATE_FILE"):
+        apply_config_defaults(build_parser(), {}, write(tmp_path, "CGROUPFS_STATE_FILE=/tmp/x\n"))
+    # In the environment they are simply not options.
+    assert apply_config_defaults(build_parser(), {"CGROUPFS_STATE_FILE": "/tmp/x"}, str(tmp_path / "absent")) == {}
