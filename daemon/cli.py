@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 
-from cgroupfs import __version__
 from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.table import FILES
 
@@ -75,11 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from daemon.journal import formatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    # Under systemd, lines carry a syslog priority so `journalctl -p warning` works.
+    handler.setFormatter(formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     if level != "debug":
         logging.getLogger("mfusepy").setLevel(logging.WARNING)
         logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -154,8 +154,9 @@ def cmd_docker(args) -> int:
 
 
 def cmd_version(args) -> int:
-    print(f"cgroupfs {__version__}")
-    return 0
+    from daemon.status import print_version
+
+    return print_version()
 
 
 def cmd_status(args) -> int:
