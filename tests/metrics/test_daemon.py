@@ -11,7 +11,7 @@ import pytest
 
 import cgroupfs.server
 from tests.metrics.support import (
-    MIB, PYTHON, REPO, SLEEP_FOREVER, free_port, ids_in, promtool_check, require, start_in, stop, values,
+    MIB, PYTHON, REPO, SLEEP_FOREVER, ids_in, promtool_check, require, start_in, stop, values,
     wait_for,
 )
 
