@@ -128,12 +128,16 @@ uninstall:
 # the integration and Docker tests inside a QEMU VM (software emulation) booted with
 # Debian's 6.1 kernel and cgroup_no_v1=all, so on a pure cgroup v2 machine (tests/vm/).
 # The kernel, initramfs and root image are built once into $(CGROUPFS_VM_CACHE) (default
-# /var/cache/cgroupfs-vm) and rebuilt when tests/vm/ changes.  Exit code 100 means the
+# /var/cache/cgroupfs-vm) and rebuilt when their recipe (tests/vm/build.py, the guest
+# packages, pyproject.toml's dependencies) changes.  Exit code 100 means the
 # VM itself failed (it says "VM infrastructure failure"), 124 that V2_TIMEOUT ran out.
 V2_HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod python3-venv
 V2_TEST_PATHS    ?= $(wildcard tests/vm tests/integration tests/docker)
-V2_PYTEST_ARGS   ?= $(V2_TEST_PATHS) -ra
+V2_PYTEST_ARGS   ?= $(V2_TEST_PATHS) -ra --durations=10
 V2_TIMEOUT       ?= 3000
+# Emulation runs Python 10-20x and `docker run` ~5x slower than the host: tests that wait
+# for something with a deadline multiply it by CGROUPFS_TEST_TIME_SCALE.
+V2_TIME_SCALE    ?= 10
 V2_VM_ARGS       ?=
 
 .PHONY: test-v2 deps-v2
@@ -143,5 +147,6 @@ deps-v2:
 
 test-v2: deps-v2 venv
 	$(VENV)/bin/python tests/vm/run.py --timeout $(V2_TIMEOUT) --packages "$(TEST_PACKAGES)" \
-		--env CI=true --env CGROUPFS_EXPECT_CGROUP=v2 $(V2_VM_ARGS) \
+		--env CI=true --env CGROUPFS_EXPECT_CGROUP=v2 --env CGROUPFS_TEST_TIME_SCALE=$(V2_TIME_SCALE) \
+		$(V2_VM_ARGS) \
 		-- python3 -m pytest $(V2_PYTEST_ARGS)

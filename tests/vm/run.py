@@ -18,12 +18,14 @@ the command's own, or
     124  the command did not finish within --timeout (QEMU is killed)
     130  interrupted (SIGINT/SIGTERM/SIGHUP; QEMU is killed)
 QEMU is the only process this starts; it is killed by pid on every way out, and the run's
-temporary directory is removed.  Nothing is mounted on the host.
+temporary directory is removed (if this runner is SIGKILLed, QEMU dies with it and the next
+run removes the directory).  Nothing is mounted on the host.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import queue
 import re
@@ -46,6 +48,7 @@ EXIT_INTERRUPTED = 130
 
 GUEST_INIT = Path(__file__).resolve().parent / "guest_init.sh"
 QEMU = "qemu-system-x86_64"
+RUN_DIR_PREFIX = "cgroupfs-vm-run."
 
 
 class InfraFailure(Exception):
@@ -57,7 +60,15 @@ class Interrupted(Exception):
 
 
 def note(message: str) -> None:
-    print(f"[vm] {message}", file=sys.stderr, flush=True)
+    say(f"[vm] {message}")
+
+
+def say(message: str) -> None:
+    """To stderr; a closed stderr (| head) must not turn an exit code into a traceback."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def host_tsc_khz() -> int | None:
@@ -134,8 +145,11 @@ def pump(source: int, sink) -> None:
     """Copy a pipe to our stdout/stderr as it arrives."""
     with os.fdopen(source, "rb", buffering=0) as pipe:
         while chunk := pipe.read(65536):
-            sink.write(chunk)
-            sink.flush()
+            try:
+                sink.write(chunk)
+                sink.flush()
+            except OSError:
+                pass  # our reader went away: keep draining, or QEMU would block on the port
 
 
 def read_control(source: int, lines: queue.Queue) -> None:
@@ -168,7 +182,7 @@ def boot_and_run(artefacts, command, env, args, run_dir: Path) -> int:
     started = time.monotonic()
     try:
         qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=qemu_log,
-                                pass_fds=tuple(guest_fds.values()),
+                                pass_fds=tuple(guest_fds.values()), preexec_fn=die_with_parent,
                                 start_new_session=True)
     except OSError as error:
         raise InfraFailure(f"cannot start {QEMU}: {error}") from None
@@ -236,6 +250,20 @@ def boot_and_run(artefacts, command, env, args, run_dir: Path) -> int:
         stop(qemu)
 
 
+def remove_orphaned_run_dirs() -> None:
+    """Run directories of runners that were SIGKILLed (their QEMU died with them)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        pid = path.name.removeprefix(RUN_DIR_PREFIX).split(".")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def die_with_parent() -> None:
+    """In QEMU before exec: SIGKILL it if this runner dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
 def stop(qemu: subprocess.Popen) -> None:
     if qemu.poll() is not None:
         return
@@ -301,11 +329,12 @@ def main(argv: list[str]) -> int:
             artefacts = build.ensure(args.packages)
         except build.BuildError as error:
             raise InfraFailure(f"cannot build the VM: {error}") from None
-        run_dir = Path(tempfile.mkdtemp(prefix="cgroupfs-vm-run."))
+        remove_orphaned_run_dirs()
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}."))
         status = boot_and_run(artefacts, args.command, guest_environment(args), args, run_dir)
         return EXIT_TIMEOUT if status is None else status
     except InfraFailure as error:
-        print(f"VM infrastructure failure: {error}", file=sys.stderr, flush=True)
+        say(f"VM infrastructure failure: {error}")
         return EXIT_INFRA
     except Interrupted as signame:
         note(f"interrupted by {signame}: qemu killed")
