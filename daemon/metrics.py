@@ -113,14 +113,21 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+# Handler threads at once, and how long a client may make no progress (reading its
+# request or taking our response) before it is dropped.
+MAX_CONNECTIONS = 8
+CLIENT_TIMEOUT_S = 10.0
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = CLIENT_TIMEOUT_S
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.partition("?")[0]
         if path == "/metrics":
             try:
-                body, status, content_type = encode(self.server.registry), 200, CONTENT_TYPE
+                body, status, content_type = self.server.exposition(), 200, CONTENT_TYPE
             except Exception:  # noqa: BLE001 - a bug in a collector must not kill the server thread
                 log.exception("metrics: building the exposition failed")
                 body, status, content_type = b"exposition failed; see the daemon log\n", 500, "text/plain"
@@ -139,8 +146,56 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """Bounded: at most MAX_CONNECTIONS handler threads, each dropping a client that makes
+    no progress for CLIENT_TIMEOUT_S; further connections wait in the listen backlog.
+    One exposition is built at a time, and the requests that arrive while it is built
+    share it.  (Every scrape thread competes with the FUSE loop for the GIL: 50 at once
+    took the loop's p99 from 4 to 29 ms; 300 idle connections were 300 threads.)
+    """
+
     daemon_threads = True  # a hung scraper never holds up the daemon's exit
+    request_queue_size = 64
     registry: CollectorRegistry
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._closing = False
+        self._build_lock = threading.Lock()
+        self._built = 0
+        self._body = b""
+
+    def exposition(self) -> bytes:
+        """The exposition; a request that waited for a build in progress gets that build's."""
+        seen = self._built
+        with self._build_lock:
+            if self._built != seen:
+                return self._body
+            body = encode(self.registry)
+            self._body, self._built = body, self._built + 1
+            return body
+
+    def process_request(self, request, client_address) -> None:
+        # Runs in the accept loop: while every slot is busy, stop accepting.
+        while not self._slots.acquire(timeout=0.5):
+            if self._closing:
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        # A scraper that went away or stalled (timeout, reset): not the daemon's problem.
+        log.debug("metrics: connection from %s ended with an error", client_address, exc_info=True)
 
 
 class MetricsServer:
@@ -178,6 +233,7 @@ class MetricsServer:
         log.info("serving metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
 
     def stop(self) -> None:
+        self._httpd._closing = True  # an accept loop waiting for a free slot gives up
         if self._thread is not None:  # shutdown() waits for a serve_forever that must be running
             self._httpd.shutdown()
             self._thread.join()

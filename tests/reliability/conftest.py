@@ -53,8 +53,12 @@ def start_daemon(hierarchy, tmp_path):
     started: list[DaemonProcess] = []
 
     def start(*extra: str, mountpoint: str | None = None, env: dict | None = None) -> DaemonProcess:
-        daemon = DaemonProcess(mountpoint or str(tmp_path / f"mnt{len(started)}"), *extra,
-                               log_path=str(tmp_path / f"daemon{len(started)}.log"), env=env)
+        index = len(started)
+        # Its own state file and no configuration file: never touch the host's /run or /etc.
+        env = {"CGROUPFS_STATE_FILE": str(tmp_path / f"state{index}.json"),
+               "CGROUPFS_CONFIG": str(tmp_path / "no-such-config"), **(env or {})}
+        daemon = DaemonProcess(mountpoint or str(tmp_path / f"mnt{index}"), *extra,
+                               log_path=str(tmp_path / f"daemon{index}.log"), env=env)
         started.append(daemon)
         daemon.start()
         return daemon

@@ -1,0 +1,224 @@
+"""Faults around a real daemon: readers that exit, a stopped daemon, a killed daemon,
+a neighbour with thousands of threads, a read-only or full /run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+
+from tests.reliability.support import (
+    LOOP_READER, MIB, PYTHON, collect, env, latency, memtotal_kb, process_state, wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_reader_exits_between_open_and_read(start_daemon, make_cgroup):
+    """The content belongs to the open: a child that inherits the fd reads its parent's
+    file after the parent has exited, at any offset; the daemon keeps serving."""
+    daemon = start_daemon()
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(48 * MIB)
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        fd = os.open("{daemon.mountpoint}/proc/meminfo", os.O_RDONLY)
+        parent = os.getpid()
+        if os.fork() == 0:
+            while os.getppid() == parent:   # until the opener has exited
+                time.sleep(0.01)
+            time.sleep(0.2)
+            tail = os.pread(fd, 4096, 10)
+            whole = os.pread(fd, 1 << 20, 0)
+            sys.stdout.write(whole.decode() + "\\n--tail-ok=%d\\n" % (tail == whole[10:10 + 4096]))
+            sys.stdout.flush()
+            os._exit(0)
+        os._exit(0)  # the opener exits without reading
+    """)
+    result = cgroup.run([PYTHON, "-c", script], timeout=30)
+    assert result.returncode == 0
+    # The child outlives `run` (it was orphaned): wait for its output through the pipe.
+    out = result.stdout.decode()
+    assert memtotal_kb(out) == 48 * 1024 and "--tail-ok=1" in out
+    other = make_cgroup()
+    other.set_memory_limit(24 * MIB)
+    assert memtotal_kb(other.run(["cat", f"{daemon.mountpoint}/proc/meminfo"]).stdout) == 24 * 1024
+
+
+def test_readers_killed_mid_request_leave_the_daemon_serving(start_daemon, make_cgroup):
+    """200 readers SIGKILLed at random points of open/read/close; then every file reads right."""
+    daemon = start_daemon()
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(40 * MIB)
+    files = " ".join(f"{daemon.mountpoint}/{f}" for f in ("proc/meminfo", "proc/stat", "proc/cpuinfo"))
+    for round_number in range(200):
+        victim = cgroup.popen(["sh", "-c", f"while :; do cat {files} >/dev/null; done"])
+        time.sleep(0.001 * (round_number % 7))
+        victim.kill()
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+    assert memtotal_kb(cgroup.run(["cat", f"{daemon.mountpoint}/proc/meminfo"]).stdout) == 40 * 1024
+    assert daemon.process.poll() is None
+
+
+def test_sigstop_then_sigcont_readers_wait_and_complete(start_daemon, make_cgroup):
+    daemon = start_daemon()
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(40 * MIB)
+    reader = ("import sys, time; t = time.monotonic(); data = open(sys.argv[1]).read(); "
+              "print(time.monotonic() - t); print(data)")
+    os.kill(daemon.pid, signal.SIGSTOP)
+    readers = []
+    try:
+        readers = [cgroup.popen([PYTHON, "-c", reader, f"{daemon.mountpoint}/proc/meminfo"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
+        time.sleep(2.0)
+        assert [r.poll() for r in readers] == [None] * 8
+        # Waiting in the FUSE request (interruptible sleep), not spinning.
+        assert {process_state(r.pid) for r in readers} <= {"S", "D"}
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    for r in readers:
+        out, err = r.communicate(timeout=20)
+        assert r.returncode == 0, err.decode()
+        waited, text = out.decode().split("\n", 1)
+        assert float(waited) >= 1.5
+        assert memtotal_kb(text) == 40 * 1024
+
+
+def test_sigkill_under_load_no_reader_stays_blocked_and_a_restart_serves(start_daemon, make_cgroup, tmp_path):
+    first = start_daemon()
+    mountpoint = first.mountpoint
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(56 * MIB)
+    stop = str(tmp_path / "stop")
+    readers = [cgroup.popen([PYTHON, "-c", LOOP_READER, f"{mountpoint}/proc/meminfo", stop, str(56 * 1024)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
+    # An fd opened (content rendered) before the kill, read after it.
+    held = cgroup.popen([PYTHON, "-c", textwrap.dedent(f"""
+        import errno, os, sys
+        fd = os.open("{mountpoint}/proc/meminfo", os.O_RDONLY)
+        sys.stdout.write("open\\n"); sys.stdout.flush()
+        sys.stdin.readline()
+        try:
+            os.read(fd, 4096); print("read")
+        except OSError as exc:
+            print(errno.errorcode[exc.errno])
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert held.stdout.readline() == b"open\n"
+        time.sleep(1.0)  # under load
+        os.kill(first.pid, signal.SIGSTOP)  # every reader now waits on the daemon...
+        time.sleep(0.5)
+        blocked = [r for r in readers if process_state(r.pid) in ("S", "D")]
+        assert len(blocked) == 6
+        killed_at = time.time()
+        first.kill(signal.SIGKILL)  # ...which dies without answering
+        held.stdin.write(b"go\n")
+        held.stdin.flush()
+        held_out, _ = held.communicate(timeout=10)
+        assert held_out.decode().strip() in ("ENOTCONN", "EIO"), held_out
+        time.sleep(1.0)  # the readers keep hitting the dead mount
+        second = start_daemon(mountpoint=mountpoint)
+        time.sleep(1.0)  # and then the new daemon
+    finally:
+        open(stop, "w").close()
+    results = [collect(r) for r in readers]
+    for result in results:
+        assert result["wrong"] == 0, result
+        assert result["ok"] > 0
+        # The call waiting at the kill fails with ECONNABORTED (the kernel aborts the
+        # connection when the daemon's /dev/fuse closes); later calls on the dead mount
+        # with ENOTCONN; ENOENT only while the new daemon replaces the stale mount.
+        assert set(result["errors"]) <= {"ECONNABORTED", "ENOTCONN", "ENOENT"}, result
+        assert result["errors"].get("ENOTCONN", 0) >= 1, result
+        assert result["first_error_at"] - killed_at < 1.0, result
+        assert [errno_name for _, errno_name in result["slow"]] == ["ECONNABORTED"], result
+        assert result["longest_s"] < 3.0, result
+    assert memtotal_kb(cgroup.run(["cat", f"{second.mountpoint}/proc/meminfo"]).stdout) == 56 * 1024
+    assert "stale mount" in second.log()
+
+
+THREADS = 3000
+
+
+def test_a_neighbour_with_thousands_of_threads_does_not_stall_other_readers(start_daemon, make_cgroup):
+    """Counting a container's tasks once cost O(threads^2) on the FUSE loop (3 s for 5,000)."""
+    daemon = start_daemon("--metrics-address", "127.0.0.1:0")
+    big = make_cgroup()
+    crowd = big.popen([PYTHON, "-c", textwrap.dedent(f"""
+        import threading, time
+        threading.stack_size(65536)
+        gate = threading.Event()
+        for _ in range({THREADS}):
+            threading.Thread(target=gate.wait, daemon=True).start()
+        print("up", flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE)
+    hammer = None
+    try:
+        assert crowd.stdout.readline() == b"up\n"
+        files = f"{daemon.mountpoint}/proc/stat {daemon.mountpoint}/proc/loadavg"
+        hammer = big.popen(["sh", "-c", f"while :; do cat {files} >/dev/null; done"])
+        loadavg = big.run(["cat", f"{daemon.mountpoint}/proc/loadavg"]).stdout.decode().split()
+        running, total = map(int, loadavg[3].split("/"))
+        assert THREADS < total < THREADS + 50 and running <= total
+        small = make_cgroup()
+        small.set_memory_limit(32 * MIB)
+        measured = latency(small, f"{daemon.mountpoint}/proc/meminfo", n=3000)
+        assert measured["max"] < 100, measured
+        assert measured["p99"] < 20, measured
+    finally:
+        for process in (hammer, crowd):
+            if process is not None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def broken_run_dir(tmp_path, request):
+    """A directory for the state file on a read-only or a full filesystem."""
+    directory = tmp_path / "run"
+    directory.mkdir()
+    if request.param == "read-only":
+        subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+        expected = os.strerror(errno.EROFS)
+    else:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k,nr_inodes=16", "cgroupfs-rel-full", str(directory)],
+                       check=True)
+        try:
+            with open(directory / "filler", "wb") as f:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        expected = os.strerror(errno.ENOSPC)
+    try:
+        yield directory, expected
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+@pytest.mark.parametrize("broken_run_dir", ["read-only", "full"], indirect=True)
+def test_an_unwritable_state_file_is_one_clear_line_and_the_daemon_serves(start_daemon, make_cgroup, broken_run_dir):
+    directory, expected = broken_run_dir
+    state_file = directory / "cgroupfs" / "state.json" if expected == os.strerror(errno.EROFS) else directory / "state.json"
+    daemon = start_daemon(env={"CGROUPFS_STATE_FILE": str(state_file)})
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(36 * MIB)
+    assert memtotal_kb(cgroup.run(["cat", f"{daemon.mountpoint}/proc/meminfo"]).stdout) == 36 * 1024
+    wait_for(lambda: "state file" in daemon.log(), 10, "the state-file error line")
+    time.sleep(6)  # past one more write attempt (every 5 s): still one line
+    log = daemon.log()
+    lines = [line for line in log.splitlines() if "state file" in line]
+    assert len(lines) == 1, log
+    assert str(state_file) in lines[0] and expected in lines[0], lines[0]
+    assert "Traceback" not in log
+    assert daemon.process.poll() is None
