@@ -27,6 +27,7 @@ class Observer(Protocol):
 
     def cache_lookup(self, hit: bool) -> None: ...
     def fallback(self, path: str, reason: str) -> None: ...
+    def note_served(self, paths: CgroupPaths) -> None: ...
 
 
 class _NullObserver:
@@ -34,6 +35,9 @@ class _NullObserver:
         pass
 
     def fallback(self, path: str, reason: str) -> None:
+        pass
+
+    def note_served(self, paths: CgroupPaths) -> None:
         pass
 
 
@@ -127,6 +131,7 @@ class ContentServer:
             return self.host.raw(virtual.host_name)
         if self.cgroups.is_root(paths):
             return self.host.raw(virtual.host_name)
+        self.observer.note_served(paths)
 
         key: tuple = (path, paths.key())
         if virtual.per_namespace:

@@ -37,6 +37,9 @@ class Observer:
     def fallback(self, path: str, reason: str) -> None:
         self.fallbacks.append((path, reason))
 
+    def note_served(self, paths) -> None:
+        pass
+
 
 def copy_tree(source: str, destination) -> str:
     target = os.path.join(str(destination), os.path.basename(source))
