@@ -132,7 +132,7 @@ uninstall:
 # packages, pyproject.toml's dependencies) changes.  Exit code 100 means the
 # VM itself failed (it says "VM infrastructure failure"), 124 that V2_TIMEOUT ran out.
 V2_HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod python3-venv
-V2_TEST_PATHS    ?= $(wildcard tests/vm tests/integration tests/docker)
+V2_TEST_PATHS    ?= $(wildcard tests/vm tests/integration tests/docker tests/metrics)
 V2_PYTEST_ARGS   ?= $(V2_TEST_PATHS) -ra --durations=10
 V2_TIMEOUT       ?= 3000
 # Emulation runs Python 10-20x and `docker run` ~5x slower than the host: tests that wait
