@@ -32,6 +32,18 @@ from daemon.testhooks import install_wedge
 log = logging.getLogger("cgroupfs")
 
 
+def docker_host_problem(url: str) -> str | None:
+    """Why the Docker SDK cannot use `url` (unix://, tcp://, ssh://...), None when it can."""
+    import docker.errors
+    import docker.utils
+
+    try:
+        docker.utils.parse_host(url, is_win32=False, tls=False)
+    except (docker.errors.DockerException, ValueError) as exc:
+        return str(exc).rstrip(".")
+    return None
+
+
 class StartupError(Exception):
     """A problem the operator must fix; printed as one sentence, exit status 2."""
 
@@ -51,6 +63,12 @@ class Daemon:
         self.config = config
         self.mountpoint = os.path.abspath(config.mountpoint)
         self.stats = DaemonStats()
+        if config.docker_host is not None:
+            # A malformed address would otherwise be retried, with a traceback, forever.
+            problem = docker_host_problem(config.docker_host)
+            if problem:
+                raise StartupError(f"Docker address {config.docker_host!r} is not usable ({problem}); fix "
+                                   "--docker-host or DOCKER_HOST, or turn Docker off with --no-docker")
         host_paths = [f"/proc/{name}" for name in PROC_FILES] + [f"/sys/{CPU_ONLINE}"]
         covered = fuse_covered(host_paths)
         if covered:
