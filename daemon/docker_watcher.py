@@ -21,7 +21,7 @@ import docker.errors
 import requests.exceptions
 
 from cgroupfs.cgroups.membership import read_proc_cgroup
-from cgroupfs.errors import ProcessGone
+from cgroupfs.errors import CgroupfsError
 from daemon import inject
 from daemon.stats import ContainerInfo, DaemonStats
 
@@ -34,6 +34,8 @@ API_TIMEOUT_S = 10
 # Injections mostly wait in the kernel (each mount change waits out an RCU grace
 # period), so more workers than cpus overlap those waits.
 WORKERS = 8
+# A file that failed (a transient kernel or FUSE error) is tried again after these.
+RETRY_DELAYS_S = (0.1, 0.5)
 # Everything the SDK raises when the engine is down, restarting or its socket gone.
 CONNECTION_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
@@ -46,7 +48,7 @@ def cgroup_key(pid: int) -> str | None:
     """The container's cgroup path as the metrics exporter keys it (memory v1, else v2)."""
     try:
         paths = read_proc_cgroup(pid)
-    except ProcessGone:
+    except (CgroupfsError, OSError):  # gone or exiting: nothing to label
         return None
     return paths.v1.get("memory") or paths.v2
 
@@ -210,18 +212,28 @@ class DockerWatcher:
         if opted_out(labels):
             log.info("container %s has %s=%s; not injecting", who, OPT_OUT_LABEL, labels[OPT_OUT_LABEL])
             return
-        try:
-            results = inject.inject(pid, self.mountpoint, ours=self._our_identities())
-        except inject.ContainerGone:
-            log.info("container %s exited during injection; nothing to do", who)
-            _bump(self.stats, "injections_skipped")
-            self._forget(container_id)
-            return
-        except inject.InjectionRefused as exc:
-            log.error("container %s: not injecting: %s", who, exc)
-            _bump(self.stats, "injections_failed")
-            return
-        self._account(who, results, event_time_ns)
+        outcomes: dict[str, inject.FileResult] = {}
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                results = inject.inject(pid, self.mountpoint, ours=self._our_identities())
+            except inject.ContainerGone:
+                log.info("container %s exited during injection; nothing to do", who)
+                _bump(self.stats, "injections_skipped")
+                self._forget(container_id)
+                return
+            except inject.InjectionRefused as exc:
+                log.error("container %s: not injecting: %s", who, exc)
+                _bump(self.stats, "injections_failed")
+                return
+            for result in results:  # a retry finds earlier successes "present": keep those
+                if result.outcome != "present" or result.target not in outcomes:
+                    outcomes[result.target] = result
+            failed = [r for r in results if r.outcome == "failed"]
+            if not failed or delay is None:
+                break
+            log.debug("container %s: retrying in %.1f s: %s", who, delay, "; ".join(r.describe() for r in failed))
+            time.sleep(delay)
+        self._account(who, list(outcomes.values()), event_time_ns)
 
     def _our_identities(self) -> dict[str, tuple[str, str]] | None:
         # Parsing the host's mountinfo costs a few ms with many containers; our

@@ -49,6 +49,9 @@ MNT_DETACH = 2
 
 # errnos that mean "the filesystem behind this mount is gone"
 DEAD_MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.EIO, errno.ECONNABORTED})
+# what /proc/<pid>/... answers for a process that is gone or exiting (EINVAL: it
+# has already left its namespaces)
+GONE_ERRNOS = frozenset({errno.ENOENT, errno.ESRCH, errno.EINVAL})
 # how long the child may take before it is killed (a wedged FUSE mount can hang a path walk)
 CHILD_TIMEOUT_S = 5.0
 
@@ -230,8 +233,10 @@ def plan(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS,
     """
     try:
         text = _read(f"/proc/{pid}/mountinfo")
-    except (FileNotFoundError, ProcessLookupError):
-        raise ContainerGone(pid) from None
+    except OSError as exc:
+        if exc.errno in GONE_ERRNOS:
+            raise ContainerGone(pid) from None
+        raise
     container_tops = top_mounts(parse_mountinfo(text, set(targets.values())))
     if ours is None:
         ours = own_identities(mountpoint, targets)
@@ -253,8 +258,10 @@ def plan(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS,
 def _open_namespace(pid: int) -> int:
     try:
         ns_fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, ProcessLookupError):
-        raise ContainerGone(pid) from None
+    except OSError as exc:
+        if exc.errno in GONE_ERRNOS:
+            raise ContainerGone(pid) from None
+        raise
     # A pid that is not in a container (a race, a bug upstream, --privileged tricks)
     # must never get the host's /proc/meminfo covered: the daemon reads it.
     if os.fstat(ns_fd).st_ino == os.stat("/proc/self/ns/mnt").st_ino:

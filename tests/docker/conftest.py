@@ -16,6 +16,16 @@ from tests.docker.engine import DockerEngine, EngineUnavailable
 
 pytestmark = pytest.mark.docker
 _names = itertools.count()
+_session_daemon: list[DaemonProcess] = []  # for failure reports
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, show the daemon's log: that is where the watcher says what it did."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _session_daemon and "tests/docker" in str(item.fspath):
+        report.sections.append(("cgroupfs daemon log (tail)", _session_daemon[0].log()))
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +48,13 @@ def cgroupfs_daemon(engine):
     """One daemon for the session; tests that kill it start it again before they end."""
     process = DaemonProcess(os.path.join(engine.base, "mnt"), "--docker-host", engine.host,
                             log_path=os.path.join(engine.base, "cgroupfs.log"))
+    _session_daemon.append(process)
     try:
         process.start()
         yield process
     finally:
         process.stop()
+        _session_daemon.clear()
 
 
 @pytest.fixture
