@@ -71,3 +71,36 @@ def start_daemon(hierarchy, tmp_path):
             except ProcessLookupError:
                 pass
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(hierarchy):
+    """A private dockerd (tests/docker/engine.py) with the busybox image; removed at the end."""
+    from tests.docker.engine import DockerEngine, EngineUnavailable
+
+    engine = DockerEngine()
+    try:
+        try:
+            engine.start()
+            engine.build_image()
+        except EngineUnavailable as exc:
+            require(False, f"cannot start a private Docker engine: {exc}")
+        yield engine
+    finally:
+        engine.cleanup()
+
+
+@pytest.fixture
+def run_container(docker_engine):
+    """run_container(*docker_run_args) -> name (cgroupfs-rel-<pid>-<n>); removed afterwards."""
+    created: list[str] = []
+
+    def run(*args: str) -> str:
+        name = f"cgroupfs-rel-{os.getpid()}-{next(_counter)}"
+        created.append(name)
+        docker_engine.cli("run", "-d", "--name", name, "--network", "none", *args)
+        return name
+
+    yield run
+    if created:
+        docker_engine.cli("rm", "-f", *created, check=False)

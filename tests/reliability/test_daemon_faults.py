@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from daemon.mount import mounts_at
 from tests.reliability.support import (
     LOOP_READER, MIB, PYTHON, collect, env, latency, memtotal_kb, process_state, wait_for,
 )
@@ -185,25 +186,26 @@ def broken_run_dir(tmp_path, request):
     """A directory for the state file on a read-only or a full filesystem."""
     directory = tmp_path / "run"
     directory.mkdir()
-    if request.param == "read-only":
-        subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
-        expected = os.strerror(errno.EROFS)
-    else:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k,nr_inodes=16", "cgroupfs-rel-full", str(directory)],
-                       check=True)
-        try:
-            with open(directory / "filler", "wb") as f:
-                while True:
-                    f.write(b"\0" * 4096)
-                    f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-        expected = os.strerror(errno.ENOSPC)
-    try:
+    try:  # unmounted whatever happens, set-up failures included
+        if request.param == "read-only":
+            subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+            expected = os.strerror(errno.EROFS)
+        else:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k,nr_inodes=16", "cgroupfs-rel-full",
+                            str(directory)], check=True)
+            try:
+                with open(directory / "filler", "wb") as f:
+                    while True:
+                        f.write(b"\0" * 4096)
+                        f.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+            expected = os.strerror(errno.ENOSPC)
         yield directory, expected
     finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
+        while mounts_at(str(directory)):
+            subprocess.run(["umount", "-l", str(directory)], check=True)
 
 
 @pytest.mark.parametrize("broken_run_dir", ["read-only", "full"], indirect=True)
