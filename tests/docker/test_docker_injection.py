@@ -49,6 +49,20 @@ def test_flags_work_in_a_plain_docker_run(engine, cgroupfs_daemon):
     assert memtotal_kb(result.stdout) == 32768
 
 
+def test_watcher_leaves_healthy_flag_mounts_alone(engine, cgroupfs_daemon, containers):
+    name = f"cgfs-test-flagged-{os.getpid()}"
+    containers.created.append(name)
+    started = cgroupfs_cli(engine, "docker", "--mountpoint", cgroupfs_daemon.mountpoint, "run", "-d", "--name", name,
+                           "--network", "none", "-m", "48m", IMAGE, *SLEEP)
+    assert started.returncode == 0, started.stderr
+    control = containers("-m", "64m", IMAGE, *SLEEP)
+    wait_injected(engine, control, cgroupfs_daemon.mountpoint)  # the watcher has seen both by now
+    wait_injected(engine, name, cgroupfs_daemon.mountpoint)
+    mounts = read_in(engine, name, "/proc/self/mountinfo")
+    assert sum("fuse.cgroupfs" in line for line in mounts.splitlines()) == len(CONTAINER_TARGETS)  # none stacked
+    assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 48 * 1024
+
+
 def test_wrapper_refuses_when_the_daemon_is_not_serving(engine, tmp_path):
     result = cgroupfs_cli(engine, "docker", "--mountpoint", str(tmp_path / "nothing"), "run", "--rm", IMAGE, "true")
     assert result.returncode != 0 and "not serving" in result.stderr
