@@ -2,9 +2,21 @@
 
 Content is rendered once, at open, for the opening process and kept with the file
 handle, so every read of that open (any offset, any size) sees the same text.
-Files are served with direct_io because their size is not known in advance
-(st_size is 0, as in /proc).  The loop is single-threaded (see daemon/mount.py):
-no locking is needed for the handle table.
+Files are served with direct_io because their size is not known in advance.
+
+The page cache must never serve these files: one inode is shared by every
+container, so a cached page would hand one container another's numbers.  direct_io
+keeps read(2) off the page cache, but the kernel still splices (sendfile, used by
+busybox `cat` and Python's shutil) through it, bounded by st_size.  So:
+- read requests that come from the page cache (the kernel sends them without a
+  lock owner; direct reads always carry one) fail with EIO, and sendfile users fall
+  back to read(2) — busybox and shutil do;
+- st_size is the true length rather than /proc's 0 (with 0, sendfile returns an
+  empty file without asking us): fstat() of an open file gives the length of that
+  open's content, stat() by path the length of what the caller would read now.
+  Attributes are therefore never cached by the kernel (attr_timeout 0), so programs
+  that trust st_size (Node's readFileSync, GNU tail and wc) read exactly the text.
+The loop is single-threaded (see daemon/mount.py): no locking for the handle table.
 """
 
 from __future__ import annotations
@@ -25,9 +37,14 @@ from cgroupfs.table import DIRECTORIES, FILES
 
 log = logging.getLogger(__name__)
 
-# Kernel caches for names and attributes: they never change while mounted.
+# Names never change while mounted: the kernel may cache lookups for long.  Sizes
+# change with every reader, so attributes are not cached (see st_size above).
 ENTRY_TIMEOUT_S = 3600.0
-ATTR_TIMEOUT_S = 3600.0
+ATTR_TIMEOUT_S = 0.0
+
+# st_size when the length cannot be known (a stat by the daemon itself): larger than
+# any rendered file (cpuinfo, the largest, is ~1.4 KB per cpu).
+FILE_SIZE_BOUND = 1 << 22
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
@@ -78,8 +95,21 @@ class CgroupFsOperations(mfusepy.Operations):
             return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2 + sum(
                 1 for child in DIRECTORIES[relative] if _join(relative, child) in DIRECTORIES), **times}
         if relative in FILES:
-            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": 0, **times}
+            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": self._size(relative, fh), **times}
         raise mfusepy.FuseOSError(errno.ENOENT)
+
+    def _size(self, relative: str, fh) -> int:
+        data = self._handles.get(fh.fh) if fh is not None else None
+        if data is not None:
+            return len(data)  # fstat() of an open file: that open's content
+        caller = mfusepy.fuse_get_context()[2]
+        if is_own_thread(caller, self._own_pid):
+            return FILE_SIZE_BOUND
+        try:
+            return len(self.server.content(relative, caller))  # cached: the open that follows reuses it
+        except Exception:
+            log.exception("sizing %s for pid %d failed", relative, caller)
+            return FILE_SIZE_BOUND
 
     def readdir(self, path: str, fh) -> list[str]:
         relative = path.strip("/")
@@ -126,6 +156,9 @@ class CgroupFsOperations(mfusepy.Operations):
             self.observer.request(relative, time.perf_counter() - started, error)
 
     def read(self, path: str, size: int, offset: int, fh) -> bytes:
+        if getattr(fh, "lock_owner", 1) == 0:
+            # A page-cache fill (splice/sendfile, mmap): refuse, see the module docstring.
+            raise mfusepy.FuseOSError(errno.EIO)
         data = self._handles.get(fh.fh if hasattr(fh, "fh") else fh)
         if data is None:
             raise mfusepy.FuseOSError(errno.EBADF)

@@ -111,8 +111,11 @@ def run_fuse(operations, mountpoint: str) -> None:
         foreground=True,
         nothreads=True,
         ro=True,
-        allow_other=True,          # containers read as other users
-        default_permissions=True,  # let the kernel enforce the 0444/0555 modes
+        allow_other=True,  # containers read as other users
+        # No default_permissions: with it the kernel fetches attributes before every
+        # open, and ours are never cached (sizes change per reader).  Nothing is lost:
+        # every file is world-readable, `ro` refuses every change, and the kernel
+        # still refuses to execute a file without an x bit.
         fsname="cgroupfs",
         subtype="cgroupfs",
     )

@@ -210,3 +210,23 @@ def test_show_prints_what_the_process_reads(mnt, make_cgroup):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_concurrent_sendfile_readers_in_two_cgroups_never_mix(mnt, make_cgroup):
+    """busybox cat uses sendfile, which goes through the one page cache all readers share."""
+    import shutil
+
+    busybox = shutil.which("busybox")
+    from tests.conftest import require
+
+    require(busybox is not None, "busybox (Debian: busybox-static) is not installed")
+    small, large = make_cgroup(), make_cgroup()
+    small.set_memory_limit(15 * MIB)
+    large.set_memory_limit(64 * MIB)
+    loop = f"for i in $(seq 40); do {busybox} cat {mnt}/proc/meminfo | {busybox} head -1; done"
+    readers = [(cgroup, cgroup.popen(["sh", "-c", loop], stdout=subprocess.PIPE))
+               for cgroup in (small, large, small, large)]
+    for cgroup, process in readers:
+        out, _ = process.communicate(timeout=120)
+        totals = {int(line.split()[1]) for line in out.decode().splitlines()}
+        assert totals == ({15360} if cgroup is small else {65536}), totals

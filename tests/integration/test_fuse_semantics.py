@@ -105,3 +105,39 @@ def test_mmap_of_a_direct_io_file_fails_cleanly(mnt):
                 mapped[:8]  # if the kernel allows it, it must not hang or crash
         except (OSError, ValueError):
             pass  # ENODEV / EINVAL: direct_io files cannot be mapped
+
+
+def test_sendfile_readers_get_the_content_not_an_empty_file(mnt):
+    """busybox cat and Python's shutil copy with sendfile(2), which goes through the page cache."""
+    import shutil
+    import tempfile
+
+    busybox = shutil.which("busybox")
+    path = os.path.join(mnt, "proc/meminfo")
+    with open(path, "rb") as f:
+        expected_start = f.read()[:9]
+    assert expected_start == b"MemTotal:"
+    if busybox:
+        out = subprocess.run([busybox, "cat", path], capture_output=True, check=True).stdout
+        assert out.startswith(b"MemTotal:") and out.endswith(b"\n")
+    with tempfile.NamedTemporaryFile() as copy:
+        shutil.copyfile(os.path.join(mnt, "proc/swaps"), copy.name)
+        with open(os.path.join(mnt, "proc/swaps"), "rb") as f:
+            assert open(copy.name, "rb").read() == f.read()
+    # sendfile itself: a clean error (EIO), never another reader's cached page
+    with open(path, "rb") as src, tempfile.TemporaryFile() as dst:
+        with pytest.raises(OSError) as info:
+            os.sendfile(dst.fileno(), src.fileno(), 0, 4096)
+        assert info.value.errno == errno.EIO
+
+
+def test_size_aware_tools_read_to_the_end(mnt):
+    path = os.path.join(mnt, "proc/cpuinfo")
+    with open(path, "rb") as f:
+        content = f.read()
+        assert os.fstat(f.fileno()).st_size == len(content)  # this open's own length
+    assert abs(os.stat(path).st_size - len(content)) < 64
+    wc = subprocess.run(["wc", "-c", path], capture_output=True, check=True).stdout.split()[0]
+    assert abs(int(wc) - len(content)) < 64  # (the MHz lines may change between two opens)
+    tail = subprocess.run(["tail", "-n", "1", path], capture_output=True, check=True).stdout
+    assert tail == content.splitlines(keepends=True)[-1]
