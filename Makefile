@@ -14,7 +14,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) lxcfs
 
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-docker bench deps-run deps-test deps-bench venv clean
+.PHONY: run test test-unit test-integration test-docker bench bench-docker deps-run deps-test deps-bench venv clean
 
 # Install the missing Debian packages among $(1); apt-get update only when something is missing.
 define apt_install
@@ -59,6 +59,9 @@ test-docker: deps-test venv
 
 bench: deps-bench venv
 	$(VENV)/bin/python -m benchmarks.reads $(ARGS)
+
+bench-docker: deps-test venv
+	$(VENV)/bin/python -m benchmarks.docker_inject $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

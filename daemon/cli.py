@@ -137,10 +137,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_flags(args) -> int:
-    from cgroupfs.layout import docker_volume_flags
+    from daemon.docker_cli import print_flags
 
-    print(" ".join(docker_volume_flags(args.mountpoint)))
-    return 0
+    return print_flags(args.mountpoint)
 
 
 def cmd_docker(args) -> int:

@@ -27,6 +27,7 @@ class StatsCopy:
     fallbacks: dict[tuple[str, str], int]
     injections_ok: int
     injections_failed: int
+    injections_skipped: int
     heals_ok: int
     heals_failed: int
     docker_connected: bool
@@ -44,6 +45,7 @@ def copy_stats(stats: DaemonStats) -> StatsCopy:
             cache_hits=stats.cache_hits, cache_misses=stats.cache_misses,
             fallbacks=dict(stats.fallbacks),
             injections_ok=stats.injections_ok, injections_failed=stats.injections_failed,
+            injections_skipped=stats.injections_skipped,
             heals_ok=stats.heals_ok, heals_failed=stats.heals_failed,
             docker_connected=stats.docker_connected,
             containers_tracked=len(stats.containers),
@@ -96,6 +98,7 @@ def daemon_families(copy: StatsCopy) -> list[Metric]:
                                      "Bind mounts of the files into Docker containers, by result.", labels=("result",))
     injections.add_metric(("ok",), copy.injections_ok)
     injections.add_metric(("failed",), copy.injections_failed)
+    injections.add_metric(("skipped",), copy.injections_skipped)
     heals = CounterMetricFamily("cgroupfs_docker_heals_total",
                                 "Stale bind mounts in containers repaired after a daemon restart, by result.",
                                 labels=("result",))

@@ -55,7 +55,7 @@ def cgroup_key(pid: int) -> str | None:
 
 def _bump(stats: DaemonStats, name: str, amount: int = 1) -> None:
     with stats.lock:
-        setattr(stats, name, getattr(stats, name, 0) + amount)
+        setattr(stats, name, getattr(stats, name) + amount)
 
 
 class DockerWatcher:

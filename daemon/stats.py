@@ -49,6 +49,7 @@ class DaemonStats:
         # Docker
         self.injections_ok = 0
         self.injections_failed = 0
+        self.injections_skipped = 0  # the container exited before or while we injected
         self.heals_ok = 0
         self.heals_failed = 0
         self.docker_connected = False
