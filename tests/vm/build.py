@@ -18,8 +18,8 @@ $CGROUPFS_VM_CACHE), in directories named after a hash of the recipe:
 
 The image key hashes this file, the initramfs init script, the guest package list and the
 Debian release; the pylib key hashes this file, the requirements from pyproject.toml and the
-Python version.  A directory is complete once its manifest.json exists: a build either finishes
-and renames its work directory into place, or leaves nothing behind.  Nothing is installed on
+guest's Python version.  A directory is complete once its manifest.json exists: a build either
+finishes and renames its work directory into place, or leaves nothing behind.  Nothing is installed on
 the host and nothing from the host's Python environment is touched.
 """
 
@@ -49,7 +49,8 @@ INITRAMFS_INIT = HERE / "initramfs_init.sh"
 DEFAULT_CACHE = "/var/cache/cgroupfs-vm"
 SUITE = "bookworm"
 MIRROR = os.environ.get("CGROUPFS_VM_MIRROR", "http://deb.debian.org/debian")
-KERNEL_METAPACKAGE = "linux-image-amd64"  # bookworm: the 6.1 LTS kernel, generic amd64 flavour
+# bookworm's 6.1 LTS kernel, generic amd64 flavour (the "cloud" flavour has no 9p).
+KERNEL_METAPACKAGE = "linux-image-amd64"
 
 # What the guest needs beyond minbase: the Makefile's TEST_PACKAGES (make test-v2 passes
 # them as --packages too, so a package added there reaches the guest) and what the guest
@@ -60,7 +61,6 @@ BASE_PACKAGES = (
     "iptables", "prometheus", "systemd",
 )
 
-# The "cloud" kernel flavour has no 9p: keep the generic one.
 # Loaded by the initramfs, in dependency order (the rest load on demand in the guest).
 # crc32c_generic: ext4's metadata checksums ask the crypto API for crc32c at mount time,
 # and the initramfs has no modprobe to answer the kernel's request for it.
@@ -221,9 +221,14 @@ def fetch_kernel(work: Path, debs: Path) -> tuple[Path, Path, str]:
     cached = sorted(debs.glob(f"{package}_*_amd64.deb"))
     if not cached:
         log(f"downloading {package}")
-        # apt-get download writes into the current directory; _apt cannot write the cache
-        # dir, so apt falls back to downloading as root and says so: silence that warning.
-        run(["apt-get", "download", "-qq", package], cwd=debs, quiet=True)
+        try:
+            run(["apt-get", "download", "-qq", package], cwd=debs, quiet=True)
+        except BuildError:
+            # Stale apt lists name a kernel the mirror no longer has: refresh, resolve again.
+            log("apt-get download failed: apt-get update, then once more")
+            run(["apt-get", "update", "-qq"], quiet=True)
+            package = resolve_kernel_package()
+            run(["apt-get", "download", "-qq", package], cwd=debs, quiet=True)
         cached = sorted(debs.glob(f"{package}_*_amd64.deb"))
     if not cached:
         raise BuildError(f"apt-get download {package} produced no .deb")
