@@ -65,6 +65,46 @@ def parse_limit(text: str, what: str = "limit") -> int | None:
     return None if value >= UNLIMITED_THRESHOLD else value
 
 
+def required_text(directory: str, name: str) -> str:
+    """read_text for a file every cgroup of this kind has: absent means malformed."""
+    text = read_text(directory, name)
+    if text is None:
+        raise ParseError(f"{directory}/{name}: missing")
+    return text
+
+
+def min_limit(chain: list[str], name: str) -> int | None:
+    """The tightest limit in file `name` over the chain (root..leaf); None if none is set.
+
+    The kernel enforces every ancestor's limit, so the effective one is the minimum;
+    a level without the file (the v2 root) or with "max" does not limit.
+    """
+    limits = []
+    for directory in chain:
+        text = read_text(directory, name)
+        if text is not None:
+            value = parse_limit(text, name)
+            if value is not None:
+                limits.append(value)
+    return min(limits) if limits else None
+
+
+DEFAULT_CFS_PERIOD_USEC = 100_000
+
+
+def tightest_quota(levels) -> tuple[int | None, int]:
+    """The (quota, period) allowing the fewest cpus among `levels` of (quota, period);
+    (None, default period) when no level sets a quota.  Each ancestor's bandwidth is
+    enforced, so the tightest ratio is the effective one."""
+    best: tuple[int | None, int] = (None, DEFAULT_CFS_PERIOD_USEC)
+    for quota, period in levels:
+        if quota is None or period <= 0:
+            continue
+        if best[0] is None or quota / period < best[0] / best[1]:
+            best = (quota, period)
+    return best
+
+
 def parse_flat_keyed(text: str, what: str = "keyed file") -> dict[str, int]:
     """`key value` per line (memory.stat, cpu.stat, memory.events)."""
     result: dict[str, int] = {}

@@ -8,6 +8,7 @@ minimum over the ancestors the way the kernel enforces them.
 from __future__ import annotations
 
 from cgroupfs.cgroups.files import (
+    DEFAULT_CFS_PERIOD_USEC, min_limit, required_text, tightest_quota,
     parse_cpu_list, parse_flat_keyed, parse_int, parse_limit, read_id_list, read_text,
 )
 from cgroupfs.cgroups.model import CpuStats, CpusetInfo, DeviceIo, IoStats, MemoryStats
@@ -30,35 +31,19 @@ _MEMORY_STAT_FIELDS = {
 }
 
 
-def _min_limit(chain: list[str], name: str) -> int | None:
-    limits = []
-    for directory in chain:
-        text = read_text(directory, name)
-        if text is not None:
-            value = parse_limit(text, name)
-            if value is not None:
-                limits.append(value)
-    return min(limits) if limits else None
-
-
-def _required(directory: str, name: str) -> str:
-    text = read_text(directory, name)
-    if text is None:
-        raise ParseError(f"{directory}/{name}: missing")
-    return text
 
 
 def read_memory(chain: list[str]) -> MemoryStats:
     leaf = chain[-1]
-    limit = _min_limit(chain, "memory.limit_in_bytes")
-    usage = parse_int(_required(leaf, "memory.usage_in_bytes").strip(), "memory.usage_in_bytes")
-    stat = parse_flat_keyed(_required(leaf, "memory.stat"), "memory.stat")
+    limit = min_limit(chain, "memory.limit_in_bytes")
+    usage = parse_int(required_text(leaf, "memory.usage_in_bytes").strip(), "memory.usage_in_bytes")
+    stat = parse_flat_keyed(required_text(leaf, "memory.stat"), "memory.stat")
 
     # memsw = memory + swap.  The honest swap limit is memsw limit - memory limit.
     swap_limit = swap_usage = None
     memsw_usage_text = read_text(leaf, "memory.memsw.usage_in_bytes")
     if memsw_usage_text is not None:
-        memsw_limit = _min_limit(chain, "memory.memsw.limit_in_bytes")
+        memsw_limit = min_limit(chain, "memory.memsw.limit_in_bytes")
         if memsw_limit is not None:
             swap_limit = max(0, memsw_limit - limit) if limit is not None else memsw_limit
         swap_usage = max(0, parse_int(memsw_usage_text.strip(), "memsw usage") - usage)
@@ -99,10 +84,10 @@ def read_cpu(cpu_chain: list[str] | None, cpuacct_chain: list[str] | None) -> Cp
             user_usec = sum(user for user, _ in per_cpu)
             system_usec = sum(system for _, system in per_cpu)
 
-    quota, period = None, 100_000
+    quota, period = None, DEFAULT_CFS_PERIOD_USEC
     throttling: dict[str, int] = {}
     if cpu_chain is not None:
-        quota, period = _tightest_quota(cpu_chain)
+        quota, period = tightest_quota(_quota_levels(cpu_chain))
         stat_text = read_text(cpu_chain[-1], "cpu.stat")
         if stat_text is not None:
             throttling = parse_flat_keyed(stat_text, "cpu.stat")
@@ -115,28 +100,21 @@ def read_cpu(cpu_chain: list[str] | None, cpuacct_chain: list[str] | None) -> Cp
     )
 
 
-def _tightest_quota(chain: list[str]) -> tuple[int | None, int]:
-    """The (quota, period) of the ancestor allowing the fewest cpus."""
-    best: tuple[int | None, int] = (None, 100_000)
+def _quota_levels(chain: list[str]):
+    """(quota, period) per level that has the cfs files."""
     for directory in chain:
         quota_text = read_text(directory, "cpu.cfs_quota_us")
         period_text = read_text(directory, "cpu.cfs_period_us")
-        if quota_text is None or period_text is None:
-            continue
-        quota = parse_limit(quota_text, "cpu.cfs_quota_us")
-        period = parse_int(period_text.strip(), "cpu.cfs_period_us")
-        if quota is None or period <= 0:
-            continue
-        if best[0] is None or quota / period < best[0] / best[1]:
-            best = (quota, period)
-    return best
+        if quota_text is not None and period_text is not None:
+            yield (parse_limit(quota_text, "cpu.cfs_quota_us"),
+                   parse_int(period_text.strip(), "cpu.cfs_period_us"))
 
 
 def read_cpuset(chain: list[str]) -> CpusetInfo:
     leaf = chain[-1]
     text = read_text(leaf, "cpuset.effective_cpus")
     if text is None:
-        text = _required(leaf, "cpuset.cpus")
+        text = required_text(leaf, "cpuset.cpus")
     return CpusetInfo(cpus=parse_cpu_list(text))
 
 

@@ -7,6 +7,7 @@ directories from the cgroup2 mount root down to the cgroup (see files.ancestry).
 from __future__ import annotations
 
 from cgroupfs.cgroups.files import (
+    min_limit, required_text, tightest_quota,
     parse_cpu_list, parse_flat_keyed, parse_int, parse_limit, parse_pressure, read_id_list,
     read_text,
 )
@@ -41,37 +42,20 @@ _MEMORY_STAT_FIELDS = {
 }
 
 
-def _min_limit(chain: list[str], name: str) -> int | None:
-    # The root cgroup has no memory.max; each level below may set one.
-    limits = []
-    for directory in chain:
-        text = read_text(directory, name)
-        if text is not None:
-            value = parse_limit(text, name)
-            if value is not None:
-                limits.append(value)
-    return min(limits) if limits else None
-
-
-def _required(directory: str, name: str) -> str:
-    text = read_text(directory, name)
-    if text is None:
-        raise ParseError(f"{directory}/{name}: missing")
-    return text
 
 
 def read_memory(chain: list[str]) -> MemoryStats:
     leaf = chain[-1]
-    usage = parse_int(_required(leaf, "memory.current").strip(), "memory.current")
-    stat = parse_flat_keyed(_required(leaf, "memory.stat"), "memory.stat")
+    usage = parse_int(required_text(leaf, "memory.current").strip(), "memory.current")
+    stat = parse_flat_keyed(required_text(leaf, "memory.stat"), "memory.stat")
     swap_usage_text = read_text(leaf, "memory.swap.current")
     swap_usage = None if swap_usage_text is None else parse_int(swap_usage_text.strip(), "memory.swap.current")
-    swap_limit = _min_limit(chain, "memory.swap.max") if swap_usage_text is not None else None
+    swap_limit = min_limit(chain, "memory.swap.max") if swap_usage_text is not None else None
     events_text = read_text(leaf, "memory.events")
     oom_kill = None if events_text is None else parse_flat_keyed(events_text, "memory.events").get("oom_kill")
     fields = {name: stat.get(key, 0) for key, name in _MEMORY_STAT_FIELDS.items()}
     return MemoryStats(
-        limit_bytes=_min_limit(chain, "memory.max"), usage_bytes=usage,
+        limit_bytes=min_limit(chain, "memory.max"), usage_bytes=usage,
         swap_limit_bytes=swap_limit, swap_usage_bytes=swap_usage, oom_kill_count=oom_kill,
         **fields,
     )
@@ -79,8 +63,8 @@ def read_memory(chain: list[str]) -> MemoryStats:
 
 def read_cpu(chain: list[str]) -> CpuStats:
     # cpu.stat's usage lines exist in every cgroup, with or without the cpu controller.
-    stat = parse_flat_keyed(_required(chain[-1], "cpu.stat"), "cpu.stat")
-    quota, period = _tightest_quota(chain)
+    stat = parse_flat_keyed(required_text(chain[-1], "cpu.stat"), "cpu.stat")
+    quota, period = tightest_quota(_quota_levels(chain))
     return CpuStats(
         user_usec=stat.get("user_usec", 0), system_usec=stat.get("system_usec", 0),
         per_cpu_usec=None, quota_usec=quota, period_usec=period,
@@ -97,22 +81,16 @@ def parse_cpu_max(text: str) -> tuple[int | None, int]:
     return parse_limit(parts[0], "cpu.max"), parse_int(parts[1], "cpu.max period")
 
 
-def _tightest_quota(chain: list[str]) -> tuple[int | None, int]:
-    best: tuple[int | None, int] = (None, 100_000)
+def _quota_levels(chain: list[str]):
+    """(quota, period) per level that has cpu.max (the root has none)."""
     for directory in chain:
         text = read_text(directory, "cpu.max")
-        if text is None:
-            continue
-        quota, period = parse_cpu_max(text)
-        if quota is None or period <= 0:
-            continue
-        if best[0] is None or quota / period < best[0] / best[1]:
-            best = (quota, period)
-    return best
+        if text is not None:
+            yield parse_cpu_max(text)
 
 
 def read_cpuset(chain: list[str]) -> CpusetInfo:
-    return CpusetInfo(cpus=parse_cpu_list(_required(chain[-1], "cpuset.cpus.effective")))
+    return CpusetInfo(cpus=parse_cpu_list(required_text(chain[-1], "cpuset.cpus.effective")))
 
 
 def parse_io_stat(text: str) -> IoStats:

@@ -11,12 +11,11 @@ import sys
 import time
 import urllib.request
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cgroupfs.cgroups.hierarchy import Hierarchy, discover
+from tests.conftest import require  # noqa: F401 (re-exported to the metrics tests)
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = sys.executable
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -24,13 +23,6 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 MIB = 1 << 20
 
 
-def require(condition: bool, reason: str) -> None:
-    """Skip when a prerequisite is missing; with CI=true that is a failure instead."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"prerequisite missing on CI: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def require_root_cgroups() -> Hierarchy:

@@ -8,18 +8,10 @@ import uuid
 
 import pytest
 
+from tests.conftest import require  # noqa: F401 (re-exported to the service tests)
 from tests.service.harness import NotifyListener, ServiceDaemon
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-
-def require(condition: bool, reason: str) -> None:
-    """Skip outside CI when a prerequisite is missing; fail on CI (the project's policy)."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"prerequisite missing on CI: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture

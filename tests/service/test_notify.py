@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 
-import pytest
-
 from daemon.notify import Notifier, socket_address, watchdog_interval_s
-from tests.service.harness import NotifyListener, ServiceDaemon, is_fuse_mounted
+from tests.service.harness import is_fuse_mounted
 
 WATCHDOG_USEC = 1_000_000  # pings every 0.25 s, probe timeout 0.125 s
 

@@ -32,7 +32,6 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import re
 import subprocess
 import sys
 
