@@ -1,0 +1,163 @@
+"""The three things being read: native /proc, LXCFS and cgroupfs, each behind one interface.
+
+The FUSE servers are started by the harness on their own mount points under a
+temporary directory, in their own sessions (a Ctrl-C at the terminal reaches the
+harness, which then stops them in order), and stopped with SIGTERM; a server that
+does not exit is killed, and a mount left behind is detached (umount -l).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Benchmark file name -> path relative to a mount point (LXCFS's layout, which cgroupfs shares).
+FILES = {
+    "meminfo": "proc/meminfo",
+    "stat": "proc/stat",
+    "cpuinfo": "proc/cpuinfo",
+    "diskstats": "proc/diskstats",
+    "uptime": "proc/uptime",
+    "loadavg": "proc/loadavg",
+    "swaps": "proc/swaps",
+    "online": "sys/devices/system/cpu/online",
+}
+NATIVE = {name: "/" + relative for name, relative in FILES.items()}
+
+
+class ServerError(Exception):
+    pass
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) in kB."""
+    found = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0])
+    return found
+
+
+def fuse_mounted_at(path: str) -> bool:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            before, _, after = line.partition(" - ")
+            if before.split()[4] == path and after.startswith("fuse"):
+                return True
+    return False
+
+
+class Native:
+    name = "native"
+    pid = None
+
+    def path(self, file: str) -> str:
+        return NATIVE[file]
+
+    def stop(self) -> None:
+        pass
+
+
+class FuseServer:
+    """A FUSE daemon the harness started: `command` mounts on `mountpoint` in the foreground."""
+
+    def __init__(self, name: str, command: list[str], mountpoint: str, log_path: str, env=None):
+        self.name = name
+        self.command = command
+        self.mountpoint = mountpoint
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.pid: int | None = None
+
+    def path(self, file: str) -> str:
+        return os.path.join(self.mountpoint, FILES[file])
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        os.makedirs(self.mountpoint, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=self.env, cwd=REPO,
+            )
+        self.pid = self.process.pid
+        deadline = time.monotonic() + timeout_s
+        probe = self.path("meminfo")
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"{self.name} exited with status {self.process.returncode}:\n{self.log_tail()}")
+            if fuse_mounted_at(self.mountpoint) and os.path.exists(probe):
+                return
+            time.sleep(0.05)
+        raise ServerError(f"{self.name} did not mount {self.mountpoint} within {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def memory_kb(self) -> dict[str, int]:
+        return process_memory_kb(self.pid)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL; then make sure nothing stays mounted."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                print(f"warning: {self.name} (pid {self.pid}) ignored SIGTERM; killing it", file=sys.stderr)
+                self.process.kill()
+                self.process.wait(timeout_s)
+        if fuse_mounted_at(self.mountpoint):
+            print(f"warning: {self.mountpoint} still mounted; detaching it", file=sys.stderr)
+            subprocess.run(["umount", "-l", self.mountpoint], check=False)
+
+
+def lxcfs(workdir: str) -> FuseServer:
+    binary = shutil.which("lxcfs") or "/usr/bin/lxcfs"
+    if not os.path.exists(binary):
+        raise ServerError("lxcfs is not installed (Debian package `lxcfs`)")
+    mountpoint = os.path.join(workdir, "lxcfs")
+    # Own pidfile: never touch the system instance's /run/lxcfs.pid.
+    command = [binary, "-f", "-p", os.path.join(workdir, "lxcfs.pid"), mountpoint]
+    return FuseServer("LXCFS", command, mountpoint, os.path.join(workdir, "lxcfs.log"))
+
+
+def cgroupfs(workdir: str, cache_ttl_ms: float | None = None, profile_path: str | None = None) -> FuseServer:
+    mountpoint = os.path.join(workdir, "cgroupfs")
+    args = ["daemon", "--mountpoint", mountpoint, "--no-docker", "--no-metrics", "--log-level", "warning"]
+    if cache_ttl_ms is not None:
+        args += ["--cache-ttl-ms", str(cache_ttl_ms)]
+    python = sys.executable  # the venv's python under `make bench`
+    if profile_path:
+        # cProfile around the CLI; libfuse ends the loop on SIGTERM and the profile is written.
+        statement = f"main({args!r})"
+        code = f"import cProfile; from daemon.cli import main; cProfile.run({statement!r}, {profile_path!r})"
+        command = [python, "-c", code]
+    else:
+        console_script = os.path.join(os.path.dirname(python), "cgroupfs")
+        command = [console_script, *args] if os.path.exists(console_script) else [
+            python, "-c", "import sys; from daemon.cli import main; sys.exit(main())", *args]
+    return FuseServer("cgroupfs", command, mountpoint, os.path.join(workdir, "cgroupfs.log"))
