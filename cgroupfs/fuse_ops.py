@@ -129,6 +129,18 @@ class CgroupFsOperations(mfusepy.Operations):
             raise mfusepy.FuseOSError(errno.ENOTDIR if relative in FILES else errno.ENOENT)
         return [".", "..", *DIRECTORIES[relative]]
 
+    def access(self, path: str, amode: int) -> int:
+        """access(2) as the modes say.  Without default_permissions the kernel asks us, and
+        libfuse's default answer (yes) made `test -x /proc/meminfo` true in a container."""
+        relative = path.strip("/")
+        if relative not in FILES and relative not in DIRECTORIES:
+            raise mfusepy.FuseOSError(errno.ENOENT)
+        if amode & os.W_OK:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        if amode & os.X_OK and relative in FILES:
+            raise mfusepy.FuseOSError(errno.EACCES)
+        return 0
+
     def statfs(self, path: str) -> dict:
         return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
 

@@ -79,7 +79,7 @@ def test_operations_on_a_read_only_descriptor(mnt):
         assert errno_of(lambda: os.posix_fallocate(fd, 0, 10)) == errno.EBADF
         assert errno_of(lambda: os.pread(fd, 10, -1)) == errno.EINVAL
         assert errno_of(lambda: os.listdir(fd)) == errno.ENOTDIR
-        assert os.lseek(fd, 0, os.SEEK_END) == 0  # size 0, as /proc files
+        assert os.lseek(fd, 0, os.SEEK_END) == len(os.pread(fd, 1 << 16, 0))  # st_size: this open's length
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locks are local to the kernel
         os.fsync(fd)  # nothing to flush
         assert os.pread(fd, 10, 1 << 62) == b""
@@ -91,6 +91,9 @@ def test_operations_on_a_read_only_descriptor(mnt):
 def test_access_readlink_and_names(mnt):
     path = f"{mnt}/proc/meminfo"
     assert os.access(path, os.R_OK) and not os.access(path, os.W_OK) and not os.access(path, os.X_OK)
+    assert os.access(f"{mnt}/proc", os.R_OK | os.X_OK) and not os.access(f"{mnt}/proc", os.W_OK)
+    os.chdir(f"{mnt}/sys/devices")  # traversal (X on directories) is allowed
+    os.chdir("/")
     assert errno_of(lambda: os.readlink(path)) == errno.EINVAL
     assert errno_of(lambda: os.stat(f"{mnt}/proc/" + "a" * 300)) == errno.ENOENT
     assert errno_of(lambda: os.stat(f"{mnt}/proc/" + "a" * 5000)) == errno.ENAMETOOLONG
