@@ -141,6 +141,20 @@ class CgroupFsOperations(mfusepy.Operations):
             raise mfusepy.FuseOSError(errno.EACCES)
         return 0
 
+    def access(self, path: str, amode: int) -> int:
+        """access(2): the mount is read-only and no file is executable.
+
+        (Without default_permissions the kernel asks us; with no answer it would say
+        yes to everything.)"""
+        relative = path.strip("/")
+        if relative not in FILES and relative not in DIRECTORIES:
+            raise mfusepy.FuseOSError(errno.ENOENT)
+        if amode & os.W_OK:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        if amode & os.X_OK and relative in FILES:
+            raise mfusepy.FuseOSError(errno.EACCES)
+        return 0
+
     def statfs(self, path: str) -> dict:
         return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
 
