@@ -10,6 +10,7 @@ import sys
 import time
 
 from daemon.mount import lazy_unmount, mounts_at
+from tests.conftest import scaled
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +24,7 @@ class DaemonProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20) -> "DaemonProcess":
+        timeout = scaled(timeout)
         args = [sys.executable, "-m", "daemon.cli", "daemon", "--mountpoint", self.mountpoint, *self.extra]
         if not any(a.startswith("--docker-host") or a == "--no-docker" for a in self.extra):
             args.append("--no-docker")

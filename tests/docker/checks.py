@@ -10,6 +10,7 @@ import time
 
 from cgroupfs.layout import CONTAINER_TARGETS
 from daemon.inject import parse_mountinfo, source_identities, top_mounts
+from tests.conftest import scaled
 from tests.docker.engine import DockerEngine
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +42,8 @@ def injected_targets(pid: int, mountpoint: str, ours: dict[str, tuple[str, str]]
 
 
 def wait_injected(engine: DockerEngine, container: str, mountpoint: str, timeout: float = 5.0) -> float:
-    """Seconds until every file is in place in `container`; fails after `timeout`."""
+    """Seconds until every file is in place in `container`; fails after `timeout` (scaled)."""
+    timeout = scaled(timeout)
     started = time.monotonic()
     pid = engine.init_pid(container)
     while True:

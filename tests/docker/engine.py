@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from cgroupfs.cgroups.hierarchy import unescape_mountinfo
+from tests.conftest import scaled
 
 IMAGE = "cgroupfs-test-busybox:latest"
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
@@ -78,6 +79,7 @@ class DockerEngine:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self, timeout: float = 60) -> "DockerEngine":
+        timeout = scaled(timeout)
         dockerd = shutil.which("dockerd")
         if dockerd is None or self.docker_cli is None:
             raise EngineUnavailable("dockerd/docker not found (Debian package docker.io)")
@@ -153,7 +155,7 @@ class DockerEngine:
     def cli(self, *args: str, check: bool = True, timeout: float = 60, input: bytes | None = None
             ) -> subprocess.CompletedProcess:
         """Run the docker CLI against this engine; text output."""
-        result = subprocess.run([self.docker_cli, *args], env=self.env, capture_output=True, timeout=timeout,
+        result = subprocess.run([self.docker_cli, *args], env=self.env, capture_output=True, timeout=scaled(timeout),
                                 input=input)
         result = subprocess.CompletedProcess(result.args, result.returncode,
                                              result.stdout.decode(errors="replace"),
