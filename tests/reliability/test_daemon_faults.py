@@ -14,6 +14,7 @@ import time
 import pytest
 
 from daemon.mount import mounts_at
+from tests.conftest import require
 from tests.reliability.support import (
     LOOP_READER, MIB, PYTHON, collect, env, latency, memtotal_kb, process_state, wait_for,
 )
@@ -224,3 +225,72 @@ def test_an_unwritable_state_file_is_one_clear_line_and_the_daemon_serves(start_
     assert str(state_file) in lines[0] and expected in lines[0], lines[0]
     assert "Traceback" not in log
     assert daemon.process.poll() is None
+
+
+def test_docker_engine_killed_and_restarted_mid_event_stream(start_daemon, make_cgroup, tmp_path):
+    """SIGKILL of dockerd while containers start: reads neither fail nor stall, the watcher
+    reconnects to the new engine and injects again."""
+    from tests.docker.checks import wait_injected
+    from tests.docker.engine import IMAGE, DockerEngine, EngineUnavailable
+    from tests.reliability.support import free_port
+
+    engine = DockerEngine()
+    try:
+        try:
+            engine.start()
+            engine.build_image()
+        except EngineUnavailable as exc:
+            require(False, f"cannot start a private Docker engine: {exc}")
+        port = free_port()
+        daemon = start_daemon("--docker-host", engine.host, "--metrics-address", f"127.0.0.1:{port}")
+        reader_cgroup = make_cgroup()
+        reader_cgroup.set_memory_limit(52 * MIB)
+        stop = str(tmp_path / "stop")
+        reader = reader_cgroup.popen([PYTHON, "-c", LOOP_READER, f"{daemon.mountpoint}/proc/meminfo", stop,
+                                      str(52 * 1024)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        churning = True
+
+        def churn() -> None:
+            while churning:
+                engine.cli("run", "--rm", "--network", "none", IMAGE, "true", check=False, timeout=60)
+
+        import threading
+
+        churner = threading.Thread(target=churn, daemon=True)
+        churner.start()
+        try:
+            wait_for(lambda: b"cgroupfs_docker_up 1" in _scrape(port), 20, "the watcher to connect")
+            time.sleep(2)
+            engine.process.kill()  # SIGKILL, mid-stream
+            engine.process.wait(timeout=10)
+            wait_for(lambda: b"cgroupfs_docker_up 0" in _scrape(port), 20, "the watcher to notice")
+            engine.stop()  # its containerd too
+            if os.path.exists(engine.socket):
+                os.unlink(engine.socket)
+            time.sleep(2)  # reads go on while Docker is gone
+            engine.start()
+            wait_for(lambda: b"cgroupfs_docker_up 1" in _scrape(port), 30, "the watcher to reconnect")
+        finally:
+            churning = False
+            churner.join(timeout=120)
+            open(stop, "w").close()
+        name = f"cgroupfs-rel-{os.getpid()}-docker-restart"
+        engine.cli("run", "-d", "--name", name, "--network", "none", "-m", "40m", IMAGE, "sleep", "600")
+        wait_injected(engine, name, daemon.mountpoint, timeout=10)
+        assert memtotal_kb(engine.cli("exec", name, "head", "-n", "1", "/proc/meminfo").stdout) == 40 * 1024
+        result = collect(reader)
+        assert result["errors"] == {} and result["wrong"] == 0 and result["ok"] > 100, result
+        assert result["longest_s"] < 0.1, result
+        assert daemon.process.poll() is None
+    finally:
+        engine.cleanup()
+
+
+def _scrape(port: int) -> bytes:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return response.read()
+    except OSError:
+        return b""

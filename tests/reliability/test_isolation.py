@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -129,6 +130,18 @@ def test_cgroup_a_learns_nothing_about_cgroup_b(start_daemon, make_cgroup):
         for process in [*b_processes, a_sleeper]:
             process.kill()
             process.wait()
+
+
+def test_a_cgroup_name_cannot_forge_a_line_of_proc_pid_cgroup(hierarchy):
+    """The daemon trusts /proc/<tid>/cgroup line by line: the kernel refuses cgroup names
+    with a newline, so no container with a delegated subtree can forge another's path."""
+    controller = "pids" if hierarchy.version_of("pids") == 1 else "memory"
+    mount = hierarchy.v1[controller].directory if hierarchy.version_of(controller) == 1 else hierarchy.v2.directory
+    path = os.path.join(mount, f"cgroupfs-rel-{os.getpid()}-x\n0::")
+    with pytest.raises(OSError) as info:
+        os.mkdir(path)
+    assert info.value.errno == errno.EINVAL
+    assert not os.path.exists(path)
 
 
 # --- containers ------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import re
 import shutil
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cgroupfs.cgroups.hierarchy import discover
 from cgroupfs.host import HostReader
@@ -304,3 +306,38 @@ def test_reader_that_exited_before_resolution_gets_the_host_file(tmp_path):
     for path, virtual in FILES.items():
         assert server.content(path, V2_15M_PID) == host_bytes(tree, virtual.host_name)
     assert {reason for _, reason in observer.fallbacks} == {"unresolved"}
+
+
+# Any content at all in any counter file (hypothesis picks the file and the bytes).
+_V2_TREE: dict[str, str] = {}
+
+
+def _v2_copy(tmp_path_factory) -> str:
+    if "tree" not in _V2_TREE:
+        _V2_TREE["tree"] = copy_tree(V2, tmp_path_factory.mktemp("v2-hypothesis"))
+    return _V2_TREE["tree"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), content=st.one_of(st.binary(max_size=400), st.text(max_size=200).map(str.encode),
+                                         st.lists(st.sampled_from([b"max", b"0", b"-1", b" ", b"\n", b"12345",
+                                                                   b"anon", b"rbytes=", b"8:0", b"some"]),
+                                                  max_size=30).map(b"".join)))
+def test_any_bytes_in_any_counter_file(tmp_path_factory, data, content):
+    tree = _v2_copy(tmp_path_factory)
+    relative = data.draw(st.sampled_from(counter_files(tree, V2_15M_PID)))
+    path = os.path.join(tree, relative)
+    with open(path, "rb") as f:
+        original = f.read()
+    host_memtotal_kb = int(re.search(rb"^MemTotal:\s+(\d+)", host_bytes(tree, "meminfo"), re.M).group(1))
+    try:
+        with open(path, "wb") as f:
+            f.write(content)
+        server = make_server(tree)
+        for virtual_path, virtual in FILES.items():
+            data_out = server.content(virtual_path, V2_15M_PID)
+            if data_out != host_bytes(tree, virtual.host_name):
+                assert well_formed(virtual_path, data_out.decode("ascii", "replace"), host_memtotal_kb) is None
+    finally:
+        with open(path, "wb") as f:
+            f.write(original)
