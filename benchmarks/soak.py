@@ -322,6 +322,8 @@ class Run:
         self.processes: list[subprocess.Popen] = []
         self.daemons: list[DaemonProcess] = []
         self.churn = ChurnStats()
+        self.stop = threading.Event()  # ends the churn threads
+        self.workers: list[threading.Thread] = []
         self.docker_host = docker_host
         self.image = "cgroupfs-soak-busybox:latest"
 
@@ -370,6 +372,11 @@ class Run:
             raise RuntimeError(f"docker import failed: {result.stderr.decode(errors='replace').strip()}")
 
     def cleanup(self) -> None:
+        # The churn threads first: one still running would create a cgroup after the sweep.
+        self.stop.set()
+        for worker in self.workers:
+            if worker.is_alive():
+                worker.join(timeout=120)
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
@@ -515,10 +522,11 @@ def soak(run: Run, mode: Mode, readers_per_cgroup: int, reader_cgroup_count: int
     cgroups = reader_cgroups(run, reader_cgroup_count)
     readers = start_readers(run, cgroups, readers_per_cgroup, daemon.mountpoint)
     probe = start_probe(run, daemon.mountpoint)
-    stop = threading.Event()
+    stop = run.stop
     scrape_failures: list[str] = []
-    workers = [threading.Thread(target=churn_cgroups, args=(run, stop), daemon=True),
-               threading.Thread(target=scrape_loop, args=(port, stop, scrape_failures), daemon=True)]
+    workers = run.workers
+    workers += [threading.Thread(target=churn_cgroups, args=(run, stop), daemon=True),
+                threading.Thread(target=scrape_loop, args=(port, stop, scrape_failures), daemon=True)]
     if run.docker_host:
         workers.append(threading.Thread(target=churn_containers, args=(run, stop), daemon=True))
     for worker in workers:

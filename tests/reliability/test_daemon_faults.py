@@ -16,7 +16,7 @@ import pytest
 from daemon.mount import mounts_at
 from tests.conftest import require
 from tests.reliability.support import (
-    LOOP_READER, MIB, PYTHON, collect, env, latency, memtotal_kb, process_state, wait_for,
+    LOOP_READER, MIB, PYTHON, collect, latency, memtotal_kb, process_state, wait_for,
 )
 
 pytestmark = pytest.mark.integration

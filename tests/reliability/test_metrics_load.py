@@ -7,7 +7,6 @@ the daemon's threads stay bounded, and a real scrape still gets through.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
