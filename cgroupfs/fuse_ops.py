@@ -130,18 +130,6 @@ class CgroupFsOperations(mfusepy.Operations):
         return [".", "..", *DIRECTORIES[relative]]
 
     def access(self, path: str, amode: int) -> int:
-        """access(2) as the modes say.  Without default_permissions the kernel asks us, and
-        libfuse's default answer (yes) made `test -x /proc/meminfo` true in a container."""
-        relative = path.strip("/")
-        if relative not in FILES and relative not in DIRECTORIES:
-            raise mfusepy.FuseOSError(errno.ENOENT)
-        if amode & os.W_OK:
-            raise mfusepy.FuseOSError(errno.EROFS)
-        if amode & os.X_OK and relative in FILES:
-            raise mfusepy.FuseOSError(errno.EACCES)
-        return 0
-
-    def access(self, path: str, amode: int) -> int:
         """access(2): the mount is read-only and no file is executable.
 
         (Without default_permissions the kernel asks us; with no answer it would say
