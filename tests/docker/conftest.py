@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import require
 from tests.daemon_process import DaemonProcess
-from tests.docker.engine import DockerEngine, EngineUnavailable
+from tests.docker.engine import running_engine
 
 pytestmark = pytest.mark.docker
 _names = itertools.count()
@@ -31,16 +31,8 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def engine():
     require(os.geteuid() == 0, "Docker tests need root")
-    engine = DockerEngine()
-    try:
-        try:
-            engine.start()
-            engine.build_image()
-        except EngineUnavailable as exc:
-            require(False, f"cannot start a private Docker engine: {exc}")
+    with running_engine() as engine:
         yield engine
-    finally:
-        engine.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ lazily unmounts whatever is left under that directory.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import tempfile
 import time
 
 from cgroupfs.cgroups.hierarchy import unescape_mountinfo
-from tests.conftest import scaled
+from tests.conftest import require, scaled
 
 IMAGE = "cgroupfs-test-busybox:latest"
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
@@ -175,6 +176,22 @@ class DockerEngine:
 
     def init_pid(self, container: str) -> int:
         return int(self.inspect(container)["State"]["Pid"])
+
+
+@contextlib.contextmanager
+def running_engine():
+    """A started private engine with the test image, removed (containers, data, mounts)
+    on the way out.  An engine that cannot start fails the test on CI, skips it elsewhere."""
+    engine = DockerEngine()
+    try:
+        try:
+            engine.start()
+            engine.build_image()
+        except EngineUnavailable as exc:
+            require(False, f"cannot start a private Docker engine: {exc}")
+        yield engine
+    finally:
+        engine.cleanup()
 
 
 def _alive(pid: int) -> bool:

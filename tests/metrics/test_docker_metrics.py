@@ -16,19 +16,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration]
 @pytest.fixture
 def engine():
     require(os.geteuid() == 0, "Docker tests need root")
-    from tests.docker.engine import IMAGE, DockerEngine, EngineUnavailable
+    from tests.docker.engine import IMAGE, running_engine
 
-    engine = DockerEngine()
-    try:
-        try:
-            engine.start()
-            engine.build_image()
-        except EngineUnavailable as exc:
-            require(False, f"cannot start a private Docker engine: {exc}")
+    with running_engine() as engine:
         engine.image = IMAGE
         yield engine
-    finally:
-        engine.cleanup()
 
 
 def test_docker_container_series_carry_its_name_image_and_labels(engine, tmp_path):

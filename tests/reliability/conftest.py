@@ -76,18 +76,10 @@ def start_daemon(hierarchy, tmp_path):
 @pytest.fixture(scope="session")
 def docker_engine(hierarchy):
     """A private dockerd (tests/docker/engine.py) with the busybox image; removed at the end."""
-    from tests.docker.engine import DockerEngine, EngineUnavailable
+    from tests.docker.engine import running_engine
 
-    engine = DockerEngine()
-    try:
-        try:
-            engine.start()
-            engine.build_image()
-        except EngineUnavailable as exc:
-            require(False, f"cannot start a private Docker engine: {exc}")
+    with running_engine() as engine:
         yield engine
-    finally:
-        engine.cleanup()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import time
 import pytest
 
 from daemon.mount import mounts_at
-from tests.conftest import require
 from tests.reliability.support import (
     LOOP_READER, MIB, PYTHON, collect, latency, memtotal_kb, process_state, wait_for,
 )
@@ -231,16 +230,10 @@ def test_docker_engine_killed_and_restarted_mid_event_stream(start_daemon, make_
     """SIGKILL of dockerd while containers start: reads neither fail nor stall, the watcher
     reconnects to the new engine and injects again."""
     from tests.docker.checks import wait_injected
-    from tests.docker.engine import IMAGE, DockerEngine, EngineUnavailable
+    from tests.docker.engine import IMAGE, running_engine
     from tests.reliability.support import free_port
 
-    engine = DockerEngine()
-    try:
-        try:
-            engine.start()
-            engine.build_image()
-        except EngineUnavailable as exc:
-            require(False, f"cannot start a private Docker engine: {exc}")
+    with running_engine() as engine:
         port = free_port()
         daemon = start_daemon("--docker-host", engine.host, "--metrics-address", f"127.0.0.1:{port}")
         reader_cgroup = make_cgroup()
@@ -282,8 +275,6 @@ def test_docker_engine_killed_and_restarted_mid_event_stream(start_daemon, make_
         assert result["errors"] == {} and result["wrong"] == 0 and result["ok"] > 100, result
         assert result["longest_s"] < 0.1, result
         assert daemon.process.poll() is None
-    finally:
-        engine.cleanup()
 
 
 def _scrape(port: int) -> bytes:

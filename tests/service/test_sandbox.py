@@ -121,18 +121,10 @@ else:
 @pytest.fixture(scope="module")
 def engine():
     require(os.geteuid() == 0, "needs root")
-    from tests.docker.engine import DockerEngine, EngineUnavailable
+    from tests.docker.engine import running_engine
 
-    engine = DockerEngine()
-    try:
-        try:
-            engine.start()
-            engine.build_image()
-        except EngineUnavailable as exc:
-            require(False, f"cannot start a private Docker engine: {exc}")
+    with running_engine() as engine:
         yield engine
-    finally:
-        engine.cleanup()
 
 
 @pytest.fixture
