@@ -106,10 +106,6 @@ class BenchCgroups:
         _write(os.path.join(cpuset, "cpuset.mems"), _read(os.path.join(parent, "cpuset.mems")))
         _write(os.path.join(self.mounts["memory"], relative, "memory.limit_in_bytes"), str(memory_limit_bytes))
 
-    def set_cpu_weight(self, shares: int) -> None:
-        """cpu.shares of the parent: the readers' group weight against other work on the machine."""
-        _write(os.path.join(self.mounts["cpu"], self.name, "cpu.shares"), str(shares))
-
     def memory_directory(self, relative: str | None = None) -> str:
         return os.path.join(self.mounts["memory"], relative or self.name)
 

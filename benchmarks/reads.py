@@ -62,10 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sources", default="native,lxcfs,cgroupfs", help="which servers to measure")
     parser.add_argument("--reader", choices=("c", "python"), default="c",
                         help="reader implementation (default c: least noise and least CPU per read)")
-    parser.add_argument("--nice", type=int, default=0,
-                        help="run the harness, the servers and the readers at this nice value (inherited; "
-                             "the readers' cpu cgroup gets the matching cpu.shares), e.g. -10 on a machine "
-                             "busy with other work; the same for every server")
+    parser.add_argument("--pin-cpu", type=int, default=None, metavar="CPU",
+                        help="run the harness, the servers and the readers on this one cpu (inherited): "
+                             "shows the cost of a read without cross-cpu wake-ups")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="before each run, wait until other work uses less than "
                              f"{NOISY_OTHER_LOAD_CORES} cores, spending at most SECONDS in total (default 0)")
@@ -408,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     except CgroupSetupError as exc:
         print(f"benchmarks.reads: {exc}", file=sys.stderr)
         return 2
-    if args.nice:
-        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every server and reader
+    if args.pin_cpu is not None:
+        os.sched_setaffinity(0, {args.pin_cpu})  # inherited by every server and reader
     signal.signal(signal.SIGTERM, _terminate)
     workdir = tempfile.mkdtemp(prefix="cgroupfs-bench-")
     sources: dict = {}
@@ -420,11 +419,6 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         cgroup = cgroups.create_parent()
-        if args.nice < 0:
-            # The readers sit in their own cpu cgroup, where a nice value only ranks them
-            # among themselves; give the group the weight a task of that nice value has
-            # (the kernel's sched_prio_to_weight: 1024 * 1.25 ** -nice).
-            cgroups.set_cpu_weight(round(1024 * 1.25 ** -args.nice))
         log(f"cgroup {cgroups.name} (memory limit {args.memory_limit_mib} MiB), work directory {workdir}")
         command = reader_command(args.reader, workdir)
         for name in args.sources:
