@@ -54,6 +54,15 @@ def lazy_unmount(path: str) -> None:
             raise OSError(err, os.strerror(err), path)
 
 
+def _detached_if_stale(path: str, exc: OSError) -> bool:
+    """Detach the mount at `path` when `exc` says its daemon is dead (ENOTCONN)."""
+    if exc.errno != errno.ENOTCONN:
+        return False
+    log.warning("detaching a stale mount at %s left by a previous instance", path)
+    lazy_unmount(path)
+    return True
+
+
 def prepare_mountpoint(path: str) -> None:
     """Make `path` an empty directory nothing is mounted on, or raise MountError.
 
@@ -65,9 +74,7 @@ def prepare_mountpoint(path: str) -> None:
         try:
             os.stat(path)
         except OSError as exc:
-            if exc.errno == errno.ENOTCONN:
-                log.warning("detaching a stale mount at %s left by a previous instance", path)
-                lazy_unmount(path)
+            if _detached_if_stale(path, exc):
                 continue
             if exc.errno == errno.ENOENT:
                 try:
@@ -88,9 +95,7 @@ def prepare_mountpoint(path: str) -> None:
         try:
             os.statvfs(path)
         except OSError as exc:
-            if exc.errno == errno.ENOTCONN:
-                log.warning("detaching a stale mount at %s left by a previous instance", path)
-                lazy_unmount(path)
+            if _detached_if_stale(path, exc):
                 continue
             raise MountError(f"cannot use mount point {path}: {exc.strerror}") from None
         raise MountError(f"{path} is already mounted ({fuse_mounts[-1]}); is another cgroupfs daemon running?")

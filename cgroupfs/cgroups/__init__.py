@@ -122,31 +122,23 @@ class CgroupReader:
 
     def thread_ids(self, paths: CgroupPaths) -> list[int]:
         """Every thread in the cgroup and its descendants."""
-        located = self._task_directory(paths)
-        if located is None:
-            return []
-        version, leaf = located
-        read = v1.read_thread_ids if version == 1 else v2.read_thread_ids
-        tids: list[int] = []
-        for directory in tree_directories(leaf):
-            try:
-                tids.extend(read(directory))
-            except CgroupGone:
-                if directory == leaf:
-                    raise
-        return tids
+        return self._ids_in_tree(paths, v1.read_thread_ids, v2.read_thread_ids)
 
     def process_ids(self, paths: CgroupPaths) -> list[int]:
+        """Every process in the cgroup and its descendants."""
+        return self._ids_in_tree(paths, v1.read_process_ids, v2.read_process_ids)
+
+    def _ids_in_tree(self, paths: CgroupPaths, read_v1, read_v2) -> list[int]:
         located = self._task_directory(paths)
         if located is None:
             return []
         version, leaf = located
-        read = v1.read_process_ids if version == 1 else v2.read_process_ids
-        pids: list[int] = []
+        read = read_v1 if version == 1 else read_v2
+        ids: list[int] = []
         for directory in tree_directories(leaf):
             try:
-                pids.extend(read(directory))
+                ids.extend(read(directory))
             except CgroupGone:
-                if directory == leaf:
+                if directory == leaf:  # a vanished descendant is routine; the cgroup itself is not
                     raise
-        return pids
+        return ids
