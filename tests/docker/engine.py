@@ -136,6 +136,9 @@ class DockerEngine:
             finally:
                 unmount_under(self.base)
                 shutil.rmtree(self.base, ignore_errors=True)
+                # dockerd leaves its (by now empty) "docker" parent cgroups behind.  rmdir
+                # only removes empty cgroups, so a real engine's busy ones are safe.
+                remove_empty_cgroups("docker")
 
     def _containerd_pid(self) -> int | None:
         try:
@@ -192,6 +195,24 @@ def running_engine():
         yield engine
     finally:
         engine.cleanup()
+
+
+def remove_empty_cgroups(name: str, root: str = "/sys/fs/cgroup") -> None:
+    """rmdir the cgroup `name` and its children in every hierarchy where they are empty."""
+    entries = os.listdir(root) if os.path.isdir(root) else []
+    # v1/hybrid: <root>/<controller>/<name>; pure v2: <root>/<name>
+    for directory in [os.path.join(root, entry, name) for entry in entries] + [os.path.join(root, name)]:
+        if not os.path.isdir(directory):
+            continue
+        for dirpath, _, _ in sorted(os.walk(directory), key=lambda walk: -len(walk[0])):
+            for _ in range(10):  # a container's cgroup empties a moment after it exits
+                try:
+                    os.rmdir(dirpath)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
