@@ -134,6 +134,9 @@ class DockerEngine:
             try:
                 self.stop()
             finally:
+                # A dockerd killed while a container was being created leaves that
+                # container's shim (and its `runc init`) running on their own.
+                kill_engine_leftovers(self.base)
                 unmount_under(self.base)
                 shutil.rmtree(self.base, ignore_errors=True)
                 # dockerd leaves its (by now empty) "docker" parent cgroups behind.  rmdir
@@ -195,6 +198,36 @@ def running_engine():
         yield engine
     finally:
         engine.cleanup()
+
+
+def kill_engine_leftovers(base: str, proc_root: str = "/proc") -> None:
+    """SIGKILL the containerd shims started for the engine under `base`, and their children.
+
+    Only processes whose command line names `base` (our engine's directories), and the
+    processes they started, are touched.
+    """
+    parents: dict[int, int] = {}
+    shims: list[int] = []
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"{proc_root}/{pid}/stat", "rb") as f:
+                parents[pid] = int(f.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"{proc_root}/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if b"containerd-shim" in cmdline and base.encode() in cmdline:
+            shims.append(pid)
+    for shim in shims:
+        for pid in [child for child, parent in parents.items() if parent == shim] + [shim]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait_gone(shim, 10)
 
 
 def remove_empty_cgroups(name: str, root: str = "/sys/fs/cgroup") -> None:
