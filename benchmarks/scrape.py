@@ -18,6 +18,7 @@ import argparse
 import inspect
 import os
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,6 +185,8 @@ def run(count: int, scrapes: int, mode: str) -> int:
         log.close()
         if os.path.ismount(mountpoint):
             subprocess.run(["umount", "-l", mountpoint], check=False)
+        if not os.path.ismount(mountpoint):  # never delete through a mount
+            shutil.rmtree(workdir, ignore_errors=True)
 
     ok = result["wall_median_s"] <= BUDGET_WALL_S and result["cpu_median_s"] <= BUDGET_CPU_S
     print(f"scrape of {count} running cgroups ({mode}, {scrapes} scrapes, {hierarchy.mode} cgroups, "
