@@ -19,8 +19,16 @@ class CgroupPaths:
     v2: str | None = None
 
     def key(self) -> tuple:
-        """A hashable identity, for caches keyed by "same cgroups"."""
-        return (tuple(sorted(self.v1.items())), self.v2)
+        """A hashable identity, for caches keyed by "same cgroups".
+
+        Computed once per value: it is asked for on every FUSE open (render cache and
+        the metrics' served list), and the pid cache hands the same value to every
+        open of that pid for 100 ms."""
+        cached = self.__dict__.get("_key")
+        if cached is None:
+            cached = (tuple(sorted(self.v1.items())), self.v2)
+            object.__setattr__(self, "_key", cached)  # not a field: equality is unchanged
+        return cached
 
 
 def parse_proc_cgroup(text: str) -> CgroupPaths:
