@@ -17,6 +17,26 @@ def scaled(seconds: float) -> float:
     return seconds * TIME_SCALE
 
 
+def fuse_and_cgroups(controllers=("memory", "cpu", "cpuset")):
+    """The host's cgroup hierarchy, once root, /dev/fuse, libfuse3 and `controllers` are
+    known to be there (required: a failure on CI).  With CGROUPFS_EXPECT_CGROUP set (the
+    v2 lane), the hierarchy must also be of that mode."""
+    import ctypes.util
+
+    from cgroupfs.cgroups.hierarchy import discover
+
+    require(os.geteuid() == 0, "needs root (FUSE mounts, cgroups)")
+    require(os.path.exists("/dev/fuse"), "/dev/fuse is missing")
+    require(ctypes.util.find_library("fuse3") is not None, "libfuse3 is not installed (Debian: fuse3)")
+    hierarchy = discover()
+    for controller in controllers:
+        require(hierarchy.version_of(controller) is not None, f"cgroup controller {controller!r} is not available")
+    expected = os.environ.get("CGROUPFS_EXPECT_CGROUP")
+    if expected:
+        assert hierarchy.mode == expected, f"expected a {expected} host, found {hierarchy.mode}"
+    return hierarchy
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip outside CI when a prerequisite is missing; fail in CI (CI=true)."""
     if condition:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import itertools
 import os
 import tempfile
 
 import pytest
 
-from cgroupfs.cgroups.hierarchy import discover
 from tests.cgroup_helpers import TestCgroup
-from tests.conftest import require
+from tests.conftest import fuse_and_cgroups
 from tests.daemon_process import DaemonProcess
 
 _counter = itertools.count()
@@ -19,16 +17,7 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def hierarchy():
-    require(os.geteuid() == 0, "integration tests need root")
-    require(os.path.exists("/dev/fuse"), "/dev/fuse is missing")
-    require(ctypes.util.find_library("fuse3") is not None, "libfuse3 is not installed (Debian: fuse3)")
-    h = discover()
-    for controller in ("memory", "cpu", "cpuset"):
-        require(h.version_of(controller) is not None, f"cgroup controller {controller!r} is not available")
-    expected = os.environ.get("CGROUPFS_EXPECT_CGROUP")
-    if expected:
-        assert h.mode == expected, f"expected a {expected} host, found {h.mode}"
-    return h
+    return fuse_and_cgroups()
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,13 @@ test ends, whatever happened (a wedged mount is detached lazily).
 
 from __future__ import annotations
 
-import ctypes.util
 import itertools
 import os
 
 import pytest
 
-from cgroupfs.cgroups.hierarchy import discover
 from tests.cgroup_helpers import TestCgroup
-from tests.conftest import require
+from tests.conftest import fuse_and_cgroups
 from tests.daemon_process import DaemonProcess
 
 _counter = itertools.count()
@@ -23,13 +21,7 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def hierarchy():
-    require(os.geteuid() == 0, "the reliability tests need root (FUSE mounts, cgroups)")
-    require(os.path.exists("/dev/fuse"), "/dev/fuse is missing")
-    require(ctypes.util.find_library("fuse3") is not None, "libfuse3 is not installed (Debian: fuse3)")
-    h = discover()
-    for controller in ("memory", "cpu", "cpuset", "pids"):
-        require(h.version_of(controller) is not None, f"cgroup controller {controller!r} is not available")
-    return h
+    return fuse_and_cgroups(("memory", "cpu", "cpuset", "pids"))
 
 
 @pytest.fixture
