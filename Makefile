@@ -36,8 +36,10 @@ deps-bench:
 
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	@# pip's build chatter (setuptools' editable-install notices) goes to a log, shown on failure
+	@$(VENV)/bin/pip install -q --upgrade pip >$(VENV)/install.log 2>&1 \
+		&& $(VENV)/bin/pip install -q -e '.[test]' >>$(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
 	touch $@
 
 venv: $(VENV_STAMP)

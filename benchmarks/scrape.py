@@ -43,8 +43,8 @@ def serve_component(port: int, pids: list[int]) -> None:
     import signal
 
     from cgroupfs.cgroups import CgroupReader, read_proc_cgroup
-    from daemon.metrics import MetricsServer
-    from daemon.stats import DaemonStats
+    from cgroupfs_daemon.metrics import MetricsServer
+    from cgroupfs_daemon.stats import DaemonStats
 
     # Blocked before any thread starts, so sigwait() below is what receives them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
@@ -138,7 +138,7 @@ def run(count: int, scrapes: int, mode: str) -> int:
     try:
         if mode == "daemon":
             exporter = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "daemon", "--mountpoint", mountpoint, "--no-docker",
+                [sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", "--mountpoint", mountpoint, "--no-docker",
                  "--metrics-address", f"127.0.0.1:{port}", "--log-level", "warning"],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             wait_for(lambda: os.path.exists(os.path.join(mountpoint, "proc/meminfo")), 30, what="the mount")

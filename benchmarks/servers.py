@@ -154,10 +154,10 @@ def cgroupfs(workdir: str, cache_ttl_ms: float | None = None, profile_path: str 
     if profile_path:
         # cProfile around the CLI; libfuse ends the loop on SIGTERM and the profile is written.
         statement = f"main({args!r})"
-        code = f"import cProfile; from daemon.cli import main; cProfile.run({statement!r}, {profile_path!r})"
+        code = f"import cProfile; from cgroupfs_daemon.cli import main; cProfile.run({statement!r}, {profile_path!r})"
         command = [python, "-c", code]
     else:
         console_script = os.path.join(os.path.dirname(python), "cgroupfs")
         command = [console_script, *args] if os.path.exists(console_script) else [
-            python, "-c", "import sys; from daemon.cli import main; sys.exit(main())", *args]
+            python, "-c", "import sys; from cgroupfs_daemon.cli import main; sys.exit(main())", *args]
     return FuseServer("cgroupfs", command, mountpoint, os.path.join(workdir, "cgroupfs.log"))

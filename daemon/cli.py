@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(level: str) -> None:
-    from daemon.journal import formatter
+    from cgroupfs_daemon.journal import formatter
 
     handler = logging.StreamHandler(sys.stderr)
     # Under systemd, lines carry a syslog priority so `journalctl -p warning` works.
@@ -87,7 +87,7 @@ def configure_logging(level: str) -> None:
 
 
 def cmd_daemon(args) -> int:
-    from daemon.main import Daemon, DaemonConfig, StartupError
+    from cgroupfs_daemon.main import Daemon, DaemonConfig, StartupError
 
     configure_logging(args.log_level)
     if os.geteuid() != 0:
@@ -117,7 +117,7 @@ def cmd_show(args) -> int:
 
     pid = args.pid if args.pid is not None else os.getppid()
     if args.container is not None:
-        from daemon.docker_cli import container_init_pid
+        from cgroupfs_daemon.docker_cli import container_init_pid
 
         try:
             pid = container_init_pid(args.docker_host, args.container)
@@ -137,13 +137,13 @@ def cmd_show(args) -> int:
 
 
 def cmd_flags(args) -> int:
-    from daemon.docker_cli import print_flags
+    from cgroupfs_daemon.docker_cli import print_flags
 
     return print_flags(args.mountpoint)
 
 
 def cmd_docker(args) -> int:
-    from daemon.docker_cli import docker_run
+    from cgroupfs_daemon.docker_cli import docker_run
 
     docker_args = args.docker_args
     if not docker_args or docker_args[0] != "run":
@@ -153,13 +153,13 @@ def cmd_docker(args) -> int:
 
 
 def cmd_version(args) -> int:
-    from daemon.status import print_version
+    from cgroupfs_daemon.status import print_version
 
     return print_version()
 
 
 def cmd_status(args) -> int:
-    from daemon.status import print_status
+    from cgroupfs_daemon.status import print_status
 
     return print_status(args.mountpoint)
 
@@ -171,7 +171,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from daemon.config import parse_args_with_config
+    from cgroupfs_daemon.config import parse_args_with_config
 
     # Defaults come from /etc/default/cgroupfs (or $CGROUPFS_CONFIG) and CGROUPFS_* variables;
     # flags on the command line win.

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from daemon.container_snapshot import ContainerSnapshot
+from cgroupfs_daemon.container_snapshot import ContainerSnapshot
 
 BASE_LABELS = ("id", "name", "image")
 INFO_METRIC = "cgroupfs_container_info"

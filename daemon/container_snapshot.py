@@ -17,7 +17,7 @@ from cgroupfs.cgroups.model import CpuStats, MemoryStats, PressureStats
 from cgroupfs.errors import CgroupGone, ParseError, ProcessGone
 from cgroupfs.host.stat import parse_stat
 from cgroupfs.procs import read_task_stat
-from daemon.stats import ContainerInfo
+from cgroupfs_daemon.stats import ContainerInfo
 
 PRESSURE_RESOURCES = ("cpu", "memory", "io")
 

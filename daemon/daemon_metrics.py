@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from cgroupfs import __version__
-from daemon.stats import LATENCY_BUCKETS_S, DaemonStats
+from cgroupfs_daemon.stats import LATENCY_BUCKETS_S, DaemonStats
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import requests.exceptions
 
 from cgroupfs.cgroups.membership import read_proc_cgroup
 from cgroupfs.errors import CgroupfsError
-from daemon import inject
-from daemon.stats import ContainerInfo, DaemonStats
+from cgroupfs_daemon import inject
+from cgroupfs_daemon.stats import ContainerInfo, DaemonStats
 
 log = logging.getLogger("cgroupfs.docker")
 

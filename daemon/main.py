@@ -20,14 +20,14 @@ from cgroupfs.host.reader import CPU_ONLINE, PROC_FILES
 from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.server import ContentServer
 from cgroupfs.sources import Options
-from daemon.docker_watcher import DockerWatcher
-from daemon.loadavg_sampler import LoadavgSampler
-from daemon.metrics import MetricsError, MetricsServer
-from daemon.mount import MountError, fuse_covered, prepare_mountpoint, run_fuse
-from daemon.notify import Notifier
-from daemon.state import StateWriter
-from daemon.stats import DaemonStats
-from daemon.testhooks import install_wedge
+from cgroupfs_daemon.docker_watcher import DockerWatcher
+from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
+from cgroupfs_daemon.metrics import MetricsError, MetricsServer
+from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint, run_fuse
+from cgroupfs_daemon.notify import Notifier
+from cgroupfs_daemon.state import StateWriter
+from cgroupfs_daemon.stats import DaemonStats
+from cgroupfs_daemon.testhooks import install_wedge
 
 log = logging.getLogger("cgroupfs")
 

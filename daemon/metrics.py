@@ -24,11 +24,11 @@ from prometheus_client.process_collector import ProcessCollector
 
 from cgroupfs.cgroups import CgroupReader
 from cgroupfs.errors import CgroupGone, ProcessGone
-from daemon.container_metrics import container_families
-from daemon.container_snapshot import SnapshotReader, Target, list_targets
-from daemon.daemon_metrics import copy_stats, daemon_families
-from daemon.exposition import CONTENT_TYPE, encode
-from daemon.stats import DaemonStats
+from cgroupfs_daemon.container_metrics import container_families
+from cgroupfs_daemon.container_snapshot import SnapshotReader, Target, list_targets
+from cgroupfs_daemon.daemon_metrics import copy_stats, daemon_families
+from cgroupfs_daemon.exposition import CONTENT_TYPE, encode
+from cgroupfs_daemon.stats import DaemonStats
 
 log = logging.getLogger(__name__)
 

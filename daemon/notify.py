@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 
-from daemon.mount import mounts_at
+from cgroupfs_daemon.mount import mounts_at
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import time
 from importlib import metadata
 
 from cgroupfs import __version__
-from daemon.notify import MountProbe
-from daemon.state import default_state_path, read_state
+from cgroupfs_daemon.notify import MountProbe
+from cgroupfs_daemon.state import default_state_path, read_state
 
 OK, UNHEALTHY, NOT_RUNNING = 0, 1, 3
 PROBE_TIMEOUT_S = 2.0
@@ -48,7 +48,7 @@ def print_version(out=None) -> int:
 
 
 def mount_types_at(path: str, mountinfo_path: str = "/proc/self/mountinfo") -> list[str]:
-    from daemon.mount import mounts_at
+    from cgroupfs_daemon.mount import mounts_at
 
     try:
         return mounts_at(path, mountinfo_path)

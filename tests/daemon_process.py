@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from daemon.mount import lazy_unmount, mounts_at
+from cgroupfs_daemon.mount import lazy_unmount, mounts_at
 from tests.conftest import scaled
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +25,7 @@ class DaemonProcess:
 
     def start(self, timeout: float = 20) -> "DaemonProcess":
         timeout = scaled(timeout)
-        args = [sys.executable, "-m", "daemon.cli", "daemon", "--mountpoint", self.mountpoint, *self.extra]
+        args = [sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", "--mountpoint", self.mountpoint, *self.extra]
         if not any(a.startswith("--docker-host") or a == "--no-docker" for a in self.extra):
             args.append("--no-docker")
         if not any(a.startswith("--metrics-address") or a == "--no-metrics" for a in self.extra):

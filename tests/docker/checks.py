@@ -9,7 +9,7 @@ import sys
 import time
 
 from cgroupfs.layout import CONTAINER_TARGETS
-from daemon.inject import parse_mountinfo, source_identities, top_mounts
+from cgroupfs_daemon.inject import parse_mountinfo, source_identities, top_mounts
 from tests.conftest import scaled
 from tests.docker.engine import DockerEngine
 
@@ -80,8 +80,8 @@ def processor_count(cpuinfo: str) -> int:
 
 
 def cgroupfs_cli(engine: DockerEngine, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run the `cgroupfs` console script (or `python -m daemon.cli`) against the engine."""
+    """Run the `cgroupfs` console script (or `python -m cgroupfs_daemon.cli`) against the engine."""
     script = os.path.join(os.path.dirname(sys.executable), "cgroupfs")
-    argv = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "daemon.cli"]
+    argv = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "cgroupfs_daemon.cli"]
     return subprocess.run([*argv, *args], env=engine.env, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from cgroupfs.layout import CONTAINER_TARGETS
-from daemon import inject
+from cgroupfs_daemon import inject
 from tests.daemon_process import DaemonProcess
 from tests.docker.checks import injected_targets, memtotal_kb
 

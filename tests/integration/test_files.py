@@ -204,7 +204,7 @@ def test_show_prints_what_the_process_reads(mnt, make_cgroup):
     cgroup.set_memory_limit(15 * MIB)
     sleeper = cgroup.popen(["sleep", "30"])
     try:
-        shown = subprocess.run([sys.executable, "-m", "daemon.cli", "show", "meminfo", "--pid", str(sleeper.pid)],
+        shown = subprocess.run([sys.executable, "-m", "cgroupfs_daemon.cli", "show", "meminfo", "--pid", str(sleeper.pid)],
                                capture_output=True, timeout=30, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         assert shown.returncode == 0, shown.stderr.decode()
         assert kb(shown.stdout.decode(), "MemTotal") == 15360

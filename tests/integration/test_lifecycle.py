@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from daemon.mount import mounts_at
+from cgroupfs_daemon.mount import mounts_at
 from tests.daemon_process import REPO, DaemonProcess
 
 
@@ -55,7 +55,7 @@ def test_a_second_daemon_refuses_a_live_mountpoint(hierarchy, workdir):
     daemon = DaemonProcess(mountpoint)
     try:
         daemon.start()
-        result = subprocess.run([sys.executable, "-m", "daemon.cli", "daemon", "--mountpoint", mountpoint,
+        result = subprocess.run([sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", "--mountpoint", mountpoint,
                                  "--no-docker", "--no-metrics"], capture_output=True, timeout=30, cwd=REPO)
         assert result.returncode == 2
         assert b"already mounted" in result.stderr and b"Traceback" not in result.stderr
@@ -68,7 +68,7 @@ SELF_READ = textwrap.dedent("""
     import errno, os, signal, sys, threading
     from cgroupfs.fuse_ops import CgroupFsOperations
     from cgroupfs.server import ContentServer
-    from daemon.mount import prepare_mountpoint, run_fuse
+    from cgroupfs_daemon.mount import prepare_mountpoint, run_fuse
 
     mountpoint = sys.argv[1]
     result = {}
@@ -110,7 +110,7 @@ def test_the_daemon_reading_its_own_mount_gets_an_error_not_a_deadlock(hierarchy
 def test_a_daemon_whose_host_files_are_covered_by_fuse_refuses_to_start(mnt, workdir):
     # In a private mount namespace, cover /proc/meminfo with one of our own files.
     script = (f"mount --bind {mnt}/proc/meminfo /proc/meminfo && "
-              f"exec {sys.executable} -m daemon.cli daemon --mountpoint {workdir}/lifecycle-covered "
+              f"exec {sys.executable} -m cgroupfs_daemon.cli daemon --mountpoint {workdir}/lifecycle-covered "
               "--no-docker --no-metrics")
     result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                             capture_output=True, timeout=30, cwd=REPO)

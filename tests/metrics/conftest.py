@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pytest
 
 from cgroupfs.cgroups import CgroupReader, discover, read_proc_cgroup
-from daemon.metrics import MetricsServer
-from daemon.mount import lazy_unmount, mounts_at
-from daemon.stats import DaemonStats
+from cgroupfs_daemon.metrics import MetricsServer
+from cgroupfs_daemon.mount import lazy_unmount, mounts_at
+from cgroupfs_daemon.stats import DaemonStats
 from tests.metrics.prometheus_server import PrometheusServer
 from tests.metrics.support import (
     PROMETHEUS, PYTHON, REPO, LiveCgroup, free_port, require, require_root_cgroups, scrape, wait_for,
@@ -96,7 +96,7 @@ class MetricsDaemon:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "daemon.cli", "daemon", "--mountpoint", mountpoint,
+            [PYTHON, "-m", "cgroupfs_daemon.cli", "daemon", "--mountpoint", mountpoint,
              *(["--docker-host", docker_host] if docker_host else ["--no-docker"]),
              "--metrics-address", address],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -63,7 +63,7 @@ def test_a_metrics_port_in_use_is_one_clear_error_line(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [PYTHON, "-m", "daemon.cli", "daemon", "--mountpoint", str(mountpoint), "--no-docker",
+            [PYTHON, "-m", "cgroupfs_daemon.cli", "daemon", "--mountpoint", str(mountpoint), "--no-docker",
              "--metrics-address", f"127.0.0.1:{port}"],
             cwd=REPO, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2

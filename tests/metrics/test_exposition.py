@@ -11,12 +11,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from cgroupfs.cgroups.model import CpuStats, MemoryStats
 from cgroupfs.errors import ParseError
-from daemon.container_metrics import container_families, docker_label_name
-from daemon.container_snapshot import ContainerSnapshot, SnapshotReader, Target
-from daemon.daemon_metrics import copy_stats, cumulative_buckets, daemon_families
-from daemon.exposition import encode, format_value
-from daemon.metrics import MetricsError, MetricsServer, build_registry, parse_address
-from daemon.stats import LATENCY_BUCKETS_S, ContainerInfo, DaemonStats
+from cgroupfs_daemon.container_metrics import container_families, docker_label_name
+from cgroupfs_daemon.container_snapshot import ContainerSnapshot, SnapshotReader, Target
+from cgroupfs_daemon.daemon_metrics import copy_stats, cumulative_buckets, daemon_families
+from cgroupfs_daemon.exposition import encode, format_value
+from cgroupfs_daemon.metrics import MetricsError, MetricsServer, build_registry, parse_address
+from cgroupfs_daemon.stats import LATENCY_BUCKETS_S, ContainerInfo, DaemonStats
 from tests.metrics.support import promtool_check, samples, values
 from tests.unit.fixture_trees import V2, reader
 

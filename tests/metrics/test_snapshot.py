@@ -8,8 +8,8 @@ import pytest
 
 from cgroupfs.cgroups.membership import parse_proc_cgroup
 from cgroupfs.errors import CgroupGone
-from daemon.container_snapshot import SnapshotReader, Target, cgroup_id, list_targets, uniform_paths
-from daemon.stats import SERVED_MAX, SERVED_TTL_S, ContainerInfo, DaemonStats
+from cgroupfs_daemon.container_snapshot import SnapshotReader, Target, cgroup_id, list_targets, uniform_paths
+from cgroupfs_daemon.stats import SERVED_MAX, SERVED_TTL_S, ContainerInfo, DaemonStats
 from tests.unit.fixture_trees import HYBRID, V2, reader
 
 MIB = 1 << 20

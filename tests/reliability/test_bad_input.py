@@ -19,7 +19,7 @@ import threading
 import pytest
 
 from cgroupfs.table import DIRECTORIES, FILES
-from daemon.mount import mounts_at
+from cgroupfs_daemon.mount import mounts_at
 from tests.daemon_process import REPO
 from tests.reliability.support import MIB, memtotal_kb
 
@@ -189,7 +189,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 30) -> subproc
                        CGROUPFS_STATE_FILE="/nonexistent/cgroupfs-rel-state.json")
     environment.pop("DOCKER_HOST", None)
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cgroupfs_daemon.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=environment)
 
 
@@ -296,7 +296,7 @@ def test_a_malformed_config_file(tmp_path, daemon_args):
 
 def test_not_root(hierarchy, tmp_path, daemon_args):
     result = subprocess.run(
-        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-m", "daemon.cli",
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-m", "cgroupfs_daemon.cli",
          *daemon_args("--no-docker", "--no-metrics")],
         capture_output=True, text=True, timeout=30, cwd=REPO,
         env=dict(os.environ, PYTHONPATH=REPO, CGROUPFS_CONFIG="/nonexistent/cgroupfs-rel-config"))

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from daemon.mount import mounts_at
+from cgroupfs_daemon.mount import mounts_at
 from tests.reliability.support import (
     LOOP_READER, MIB, PYTHON, collect, latency, memtotal_kb, process_state, wait_for,
 )

@@ -279,7 +279,7 @@ def test_the_metrics_endpoint_listens_on_loopback_by_default(hierarchy, tmp_path
     log = open(tmp_path / "daemon.log", "wb")
     process = subprocess.Popen(
         ["unshare", "--net", "sh", "-c",
-         f"ip link set lo up && exec {sys.executable} -m daemon.cli daemon --mountpoint {mountpoint} --no-docker"],
+         f"ip link set lo up && exec {sys.executable} -m cgroupfs_daemon.cli daemon --mountpoint {mountpoint} --no-docker"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: os.path.exists(mountpoint / "proc/meminfo"), 20, "the mount")
@@ -297,7 +297,7 @@ def _daemon_child(pid: int) -> int | None:
     # `sh -c 'exec python ...'`: the same pid once exec'd.
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return pid if b"daemon.cli" in f.read() else None
+            return pid if b"cgroupfs_daemon.cli" in f.read() else None
     except OSError:
         return None
 

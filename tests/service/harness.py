@@ -2,7 +2,7 @@
 
 NotifyListener plays systemd's side of sd_notify(3): an AF_UNIX datagram socket
 with SO_PASSCRED, so every message carries the sender's pid as the kernel saw it.
-ServiceDaemon runs `python -m daemon.cli daemon` the way the unit does (the
+ServiceDaemon runs `python -m cgroupfs_daemon.cli daemon` the way the unit does (the
 environment systemd would set: NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID), with
 its settings and state file in the test's directory, never the host's.
 """
@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from daemon.mount import lazy_unmount, mounts_at
+from cgroupfs_daemon.mount import lazy_unmount, mounts_at
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
@@ -144,7 +144,7 @@ class ServiceDaemon:
         if self.wedge_file:
             self.env["CGROUPFS_TEST_WEDGE_FILE"] = self.wedge_file
         self.env.update(env or {})
-        base = command or (sys.executable, "-m", "daemon.cli", "daemon")
+        base = command or (sys.executable, "-m", "cgroupfs_daemon.cli", "daemon")
         self.args = [*base, *(("--mountpoint", self.mountpoint) if mountpoint_flag else ()),
                      *(("--docker-host", docker_host) if docker_host else ("--no-docker",)),
                      *(("--metrics-address", metrics_address) if metrics_address else ("--no-metrics",)),

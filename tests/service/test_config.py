@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from daemon.cli import build_parser
-from daemon.config import (ConfigError, apply_config_defaults, parse_args_with_config,
+from cgroupfs_daemon.cli import build_parser
+from cgroupfs_daemon.config import (ConfigError, apply_config_defaults, parse_args_with_config,
                            parse_environment_file)
 from tests.service.harness import REPO, is_fuse_mounted
 
@@ -108,7 +108,7 @@ def run_cli(tmp_path, *argv: str, config_text: str | None = None, env: dict | No
     environ["CGROUPFS_CONFIG"] = write(tmp_path, config_text) if config_text is not None else str(tmp_path / "none")
     environ["PYTHONPATH"] = REPO
     environ.update(env or {})
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cgroupfs_daemon.cli", *argv], capture_output=True, text=True,
                           env=environ, cwd=REPO, timeout=60)
 
 

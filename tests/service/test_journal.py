@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 
-from daemon.journal import formatter, stderr_is_journal
+from cgroupfs_daemon.journal import formatter, stderr_is_journal
 from tests.service.harness import REPO
 
 SCRIPT = """
 import logging, sys
-from daemon.journal import formatter
+from cgroupfs_daemon.journal import formatter
 handler = logging.StreamHandler(sys.stderr)
 handler.setFormatter(formatter("%(levelname)s %(name)s: %(message)s"))
 log = logging.getLogger("cgroupfs")

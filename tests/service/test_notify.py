@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from daemon.notify import Notifier, socket_address, watchdog_interval_s
+from cgroupfs_daemon.notify import Notifier, socket_address, watchdog_interval_s
 from tests.service.harness import is_fuse_mounted
 
 WATCHDOG_USEC = 1_000_000  # pings every 0.25 s, probe timeout 0.125 s
@@ -119,8 +119,8 @@ def test_environment_handling():
 
 
 def test_status_line_follows_the_daemons_counters():
-    from daemon.notify import describe
-    from daemon.stats import ContainerInfo, DaemonStats
+    from cgroupfs_daemon.notify import describe
+    from cgroupfs_daemon.stats import ContainerInfo, DaemonStats
 
     stats = DaemonStats()
     assert describe("/m", stats, docker_enabled=True) == "serving 0 containers at /m; Docker not connected"

@@ -64,7 +64,7 @@ def devices_cgroup():
 
 def test_the_daemon_serves_and_stops_under_the_units_restrictions(devices_cgroup, daemons, notify_socket):
     daemon = daemons(notify=notify_socket, watchdog_usec=1_000_000,
-                     command=sandboxed(sys.executable, "-m", "daemon.cli", "daemon", devices_cgroup=devices_cgroup))
+                     command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", devices_cgroup=devices_cgroup))
     ready = notify_socket.wait_for("READY=1", timeout=20)
     assert ready.pid == daemon.pid
     fields = status_fields(daemon.pid)
@@ -86,14 +86,14 @@ def test_the_daemon_serves_and_stops_under_the_units_restrictions(devices_cgroup
 
 
 def test_without_cap_sys_admin_nothing_mounts(daemons):
-    daemon = daemons(command=sandboxed(sys.executable, "-m", "daemon.cli", "daemon", without=("CAP_SYS_ADMIN",)))
+    daemon = daemons(command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", without=("CAP_SYS_ADMIN",)))
     assert daemon.process.wait(timeout=30) != 0
     assert not is_fuse_mounted(daemon.mountpoint)
     assert "Traceback" not in daemon.log(), daemon.log()
 
 
 def test_exec_stop_post_works_under_the_units_restrictions(devices_cgroup, daemons):
-    daemon = daemons(command=sandboxed(sys.executable, "-m", "daemon.cli", "daemon", devices_cgroup=devices_cgroup))
+    daemon = daemons(command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", devices_cgroup=devices_cgroup))
     daemon.wait_serving()
     daemon.process.send_signal(signal.SIGKILL)
     daemon.process.wait(timeout=10)
@@ -107,7 +107,7 @@ def test_exec_stop_post_works_under_the_units_restrictions(devices_cgroup, daemo
 
 INJECT = """
 import errno, sys
-from daemon.inject import inject
+from cgroupfs_daemon.inject import inject
 try:
     results = inject(int(sys.argv[1]), sys.argv[2])
 except OSError as exc:
@@ -151,7 +151,7 @@ def test_injection_works_with_the_units_capabilities_and_needs_each(devices_cgro
                                                                    user):
     from tests.docker.checks import memtotal_kb, read_in
 
-    daemon = daemons(command=sandboxed(sys.executable, "-m", "daemon.cli", "daemon"))
+    daemon = daemons(command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon"))
     daemon.wait_serving()
 
     def inject_as_the_unit(pid: int, without: tuple[str, ...] = ()) -> str:
@@ -196,7 +196,7 @@ def test_the_whole_daemon_under_the_units_restrictions(devices_cgroup, daemons, 
 
     address = f"127.0.0.1:{free_loopback_port()}"
     daemon = daemons(notify=notify_socket, watchdog_usec=2_000_000, docker_host=engine.host, metrics_address=address,
-                     command=sandboxed(sys.executable, "-m", "daemon.cli", "daemon", devices_cgroup=devices_cgroup))
+                     command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", devices_cgroup=devices_cgroup))
     ready = notify_socket.wait_for("READY=1", timeout=30)
     name, _ = container("1000:1000")
     wait_injected(engine, name, daemon.mountpoint, timeout=10)

@@ -14,15 +14,15 @@ import pytest
 
 from cgroupfs import __version__
 from cgroupfs.cgroups.hierarchy import discover
-from daemon.state import StateWriter, read_state
-from daemon.stats import ContainerInfo, DaemonStats
+from cgroupfs_daemon.state import StateWriter, read_state
+from cgroupfs_daemon.stats import ContainerInfo, DaemonStats
 from tests.service.harness import REPO
 
 
 def cgroupfs(*argv: str, state_file: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CGROUPFS_")}
     environ.update(PYTHONPATH=REPO, CGROUPFS_STATE_FILE=state_file, CGROUPFS_CONFIG="/nonexistent/cgroupfs")
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cgroupfs_daemon.cli", *argv], capture_output=True, text=True,
                           env=environ, cwd=REPO, timeout=60)
 
 
