@@ -17,7 +17,7 @@ from cgroupfs.errors import CgroupGone, ParseError, ProcessGone
 from cgroupfs.host import HostReader
 from cgroupfs.procs import pid_namespace
 from cgroupfs.sources import LoadLookup, NamespaceInits, Options, ReaderSources
-from cgroupfs.table import FILES
+from cgroupfs.table import FILES, VirtualFile
 
 log = logging.getLogger(__name__)
 
@@ -129,51 +129,54 @@ class ContentServer:
             # Nobody to tailor the file for: the host's file is the honest answer.
             self._fallback(path, "unresolved", exc)
             return self.host.raw(virtual.host_name)
+        try:
+            return self._content_for(virtual, pid, paths, now)
+        except CgroupGone:
+            # Moved or removed between resolution and rendering: resolve once more and
+            # render for where the process is now (under that cgroup's own key).
+            self._paths.discard(pid)
+            try:
+                paths = read_proc_cgroup(pid, self.options.proc_root)
+                return self._content_for(virtual, pid, paths, now)
+            except (ProcessGone, ParseError, CgroupGone) as exc:
+                self._fallback(path, "cgroup_gone", exc)
+                return self.host.raw(virtual.host_name)
+        except ProcessGone as exc:
+            self._fallback(path, "process_gone", exc)
+            return self.host.raw(virtual.host_name)
+        except ParseError as exc:
+            self._fallback(path, "parse_error", exc, warn=True)
+            return self.host.raw(virtual.host_name)
+        except OSError as exc:
+            # A counter file the kernel refuses to read (EIO, EISDIR, ...): like a parse
+            # error, the host's file and one log line, not EIO and a traceback per read.
+            self._fallback(path, "read_error", exc, warn=True)
+            return self.host.raw(virtual.host_name)
+
+    def _content_for(self, virtual: VirtualFile, pid: int, paths: CgroupPaths, now: float) -> bytes:
+        """The text for a reader in `paths`, from the cache when still valid.
+
+        A text is cached under the key of the cgroup it was rendered for, with the
+        cgroup's limit files as read just before rendering; it is reused only while
+        they still read the same, so no text outlives a change of the limits it was
+        computed from (a container's birth: runc's init stats our files before runc
+        writes the limits).  Raises CgroupGone, ProcessGone, ParseError, OSError."""
         if self.cgroups.is_root(paths):
             return self.host.raw(virtual.host_name)
         self.observer.note_served(paths)
-
-        key: tuple = (path, paths.key())
+        key: tuple = (virtual.path, paths.key())
         if virtual.per_namespace:
-            try:
-                key += (pid_namespace(pid, self.options.proc_root),)
-            except ProcessGone:
-                return self.host.raw(virtual.host_name)
+            key += (pid_namespace(pid, self.options.proc_root),)
+        limits = self.cgroups.limits(paths, virtual.limits) if virtual.limits else ()
         if self.caching:
             cached = self._rendered.get(key, now)
-            self.observer.cache_lookup(cached is not None)
-            if cached is not None:
-                return cached
-
-        for attempt in (1, 2):
-            try:
-                data = virtual.render(self._sources(pid, paths))
-                break
-            except CgroupGone as exc:
-                # Moved or removed between resolution and rendering: resolve again once.
-                self._paths.discard(pid)
-                if attempt == 2:
-                    self._fallback(path, "cgroup_gone", exc)
-                    return self.host.raw(virtual.host_name)
-                try:
-                    paths = read_proc_cgroup(pid, self.options.proc_root)
-                except (ProcessGone, ParseError):
-                    self._fallback(path, "unresolved", exc)
-                    return self.host.raw(virtual.host_name)
-            except ProcessGone as exc:
-                self._fallback(path, "process_gone", exc)
-                return self.host.raw(virtual.host_name)
-            except ParseError as exc:
-                self._fallback(path, "parse_error", exc, warn=True)
-                return self.host.raw(virtual.host_name)
-            except OSError as exc:
-                # A counter file the kernel refuses to read (EIO, EISDIR, ...): like a
-                # parse error, the host's file and one log line, not EIO and a
-                # traceback on every read.
-                self._fallback(path, "read_error", exc, warn=True)
-                return self.host.raw(virtual.host_name)
+            hit = cached is not None and cached[0] == limits
+            self.observer.cache_lookup(hit)
+            if hit:
+                return cached[1]
+        data = virtual.render(self._sources(pid, paths))
         if self.caching:
-            self._rendered.put(key, data, now)
+            self._rendered.put(key, (limits, data), now)
         return data
 
     def _sources(self, pid: int, paths: CgroupPaths) -> ReaderSources:

@@ -22,6 +22,9 @@ class VirtualFile:
     render: Callable[[ReaderSources], bytes]
     # Whether the content depends on the reader's pid namespace, not only its cgroups.
     per_namespace: bool = False
+    # Controllers whose limits shape the text: a cached text is reused only while the
+    # cgroup's limit files still read as they did when it was rendered.
+    limits: tuple[str, ...] = ()
 
 
 def _meminfo(s: ReaderSources) -> bytes:
@@ -76,17 +79,20 @@ def _cpu_online(s: ReaderSources) -> bytes:
     return cpu_online.render(s.visible_cpus())
 
 
+_MEMORY = ("memory",)
+_CPUS = ("cpu", "cpuset")  # the visible cpus: cpuset, capped by the quota
+
 FILES: dict[str, VirtualFile] = {
     f.path: f
     for f in (
-        VirtualFile("proc/cpuinfo", "cpuinfo", _cpuinfo),
+        VirtualFile("proc/cpuinfo", "cpuinfo", _cpuinfo, limits=_CPUS),
         VirtualFile("proc/diskstats", "diskstats", _diskstats),
         VirtualFile("proc/loadavg", "loadavg", _loadavg),
-        VirtualFile("proc/meminfo", "meminfo", _meminfo),
-        VirtualFile("proc/stat", "stat", _stat),
-        VirtualFile("proc/swaps", "swaps", _swaps),
-        VirtualFile("proc/uptime", "uptime", _uptime, per_namespace=True),
-        VirtualFile("sys/devices/system/cpu/online", "online", _cpu_online),
+        VirtualFile("proc/meminfo", "meminfo", _meminfo, limits=_MEMORY),
+        VirtualFile("proc/stat", "stat", _stat, limits=_CPUS),
+        VirtualFile("proc/swaps", "swaps", _swaps, limits=_MEMORY),
+        VirtualFile("proc/uptime", "uptime", _uptime, per_namespace=True, limits=_CPUS),
+        VirtualFile("sys/devices/system/cpu/online", "online", _cpu_online, limits=_CPUS),
     )
 }
 

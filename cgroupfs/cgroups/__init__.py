@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from cgroupfs.cgroups import v1, v2
-from cgroupfs.cgroups.files import ancestry, tree_directories
+from cgroupfs.cgroups.files import ancestry, read_text, tree_directories
 from cgroupfs.cgroups.hierarchy import Hierarchy, Mount, discover
 from cgroupfs.cgroups.membership import CgroupPaths, read_proc_cgroup
 from cgroupfs.cgroups.model import CpuStats, CpusetInfo, IoStats, MemoryStats, PressureStats
@@ -60,6 +60,24 @@ class CgroupReader:
     def is_root(self, paths: CgroupPaths) -> bool:
         """True when the process is in the root cgroup of every hierarchy (a host process)."""
         return all(p == "/" for p in paths.v1.values()) and paths.v2 in (None, "/")
+
+    def limits(self, paths: CgroupPaths, controllers: tuple[str, ...]) -> tuple:
+        """The raw text of the cgroup's own limit files for `controllers`.
+
+        Cheap (one small read per file) and compared before a cached text is reused:
+        runc's init stats our files before runc writes the container's limits, so a
+        text rendered then must not be what the container's first instruction reads.
+        Only the cgroup's own files: runtimes set limits there, and a parent's change
+        shows within one cache interval."""
+        found: list = []
+        for controller in controllers:
+            located = self._chain(controller, paths)
+            if located is None:
+                continue
+            version, chain = located
+            names = (v1.LIMIT_FILES if version == 1 else v2.LIMIT_FILES)[controller]
+            found.extend(read_text(chain[-1], name) for name in names)
+        return tuple(found)
 
     # -- counters -------------------------------------------------------------
 

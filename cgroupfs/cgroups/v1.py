@@ -33,6 +33,15 @@ _MEMORY_STAT_FIELDS = {
 
 
 
+# The files a runtime writes to set a container's limits, per controller: what a
+# rendered text's freshness is checked against (see CgroupReader.limits).
+LIMIT_FILES = {
+    "memory": ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"),
+    "cpu": ("cpu.cfs_quota_us", "cpu.cfs_period_us"),
+    "cpuset": ("cpuset.effective_cpus",),
+}
+
+
 def read_memory(chain: list[str]) -> MemoryStats:
     leaf = chain[-1]
     limit = min_limit(chain, "memory.limit_in_bytes")

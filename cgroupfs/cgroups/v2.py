@@ -44,6 +44,15 @@ _MEMORY_STAT_FIELDS = {
 
 
 
+# The files a runtime writes to set a container's limits, per controller: what a
+# rendered text's freshness is checked against (see CgroupReader.limits).
+LIMIT_FILES = {
+    "memory": ("memory.max", "memory.swap.max"),
+    "cpu": ("cpu.max",),
+    "cpuset": ("cpuset.cpus.effective",),
+}
+
+
 def read_memory(chain: list[str]) -> MemoryStats:
     leaf = chain[-1]
     usage = parse_int(required_text(leaf, "memory.current").strip(), "memory.current")

@@ -261,6 +261,46 @@ def test_cgroup_removed_between_resolution_and_rendering(tmp_path):
     assert observer.fallbacks == []
 
 
+def test_a_text_is_cached_only_under_the_cgroup_it_was_rendered_for(tmp_path):
+    """Resolved to A, moved to B before rendering: B's text must not be cached under A's
+    key, or every reader in A would read B's numbers for the next cache interval."""
+    tree = copy_tree(V2, tmp_path)
+    server = make_server(tree, cache_ttl_s=60)
+    scope = os.path.join(tree, "sys/fs/cgroup/system.slice/docker-15m.scope")
+    assert server.content("proc/cpuinfo", V2_15M_PID)  # the resolution (A) is now cached
+    shutil.move(scope, scope + ".away")  # A vanishes and the process moves to B (noswap)
+    with open(os.path.join(tree, f"proc/{V2_15M_PID}/cgroup"), "w") as f:
+        f.write("0::/noswap\n")
+    assert re.search(rb"^MemTotal:\s+262144 kB$", server.content("proc/meminfo", V2_15M_PID), re.M)
+    # A is back (a container restarted under the same cgroup) and a reader is in it.
+    shutil.move(scope + ".away", scope)
+    with open(os.path.join(tree, f"proc/{V2_15M_PID}/cgroup"), "w") as f:
+        f.write("0::/system.slice/docker-15m.scope\n")
+    meminfo = server.content("proc/meminfo", V2_15M_PID)
+    assert re.search(rb"^MemTotal:\s+15360 kB$", meminfo, re.M), meminfo[:120]
+
+
+def test_a_cached_text_does_not_outlive_a_change_of_its_limits(tmp_path):
+    """runc's init stats our files before runc writes the limits: the text rendered then
+    (unlimited) must not be what the container's first instruction reads."""
+    tree = copy_tree(V2, tmp_path)
+    server = make_server(tree, cache_ttl_s=60)
+    scope = os.path.join(tree, "sys/fs/cgroup/system.slice/docker-15m.scope")
+    with open(os.path.join(scope, "memory.max"), "w") as f:
+        f.write("max\n")
+    unlimited = server.content("proc/meminfo", V2_15M_PID)
+    assert not re.search(rb"^MemTotal:\s+15360 kB$", unlimited, re.M)
+    with open(os.path.join(scope, "memory.max"), "w") as f:
+        f.write("15728640\n")  # the runtime writes the limit
+    assert re.search(rb"^MemTotal:\s+15360 kB$", server.content("proc/meminfo", V2_15M_PID), re.M)
+    with open(os.path.join(scope, "cpu.max"), "w") as f:
+        f.write("max 100000\n")
+    two_cpus = server.content("sys/devices/system/cpu/online", V2_15M_PID)
+    with open(os.path.join(scope, "cpu.max"), "w") as f:
+        f.write("50000 100000\n")
+    assert server.content("sys/devices/system/cpu/online", V2_15M_PID) != two_cpus
+
+
 def test_cgroup_removed_and_process_still_naming_it_gets_the_host_file(tmp_path, caplog):
     tree = copy_tree(V2, tmp_path)
     observer = Observer()
