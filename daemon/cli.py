@@ -81,7 +81,6 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     if level != "debug":
-        logging.getLogger("mfusepy").setLevel(logging.WARNING)
         logging.getLogger("urllib3").setLevel(logging.WARNING)
         logging.getLogger("docker").setLevel(logging.WARNING)
 

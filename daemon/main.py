@@ -14,7 +14,6 @@ import threading
 from dataclasses import dataclass, field
 
 from cgroupfs.errors import CgroupfsError
-from cgroupfs.fuse_ops import CgroupFsOperations
 from cgroupfs.host import HostReader
 from cgroupfs.host.reader import CPU_ONLINE, PROC_FILES
 from cgroupfs.layout import DEFAULT_MOUNTPOINT
@@ -23,7 +22,10 @@ from cgroupfs.sources import Options
 from cgroupfs_daemon.docker_watcher import DockerWatcher
 from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
 from cgroupfs_daemon.metrics import MetricsError, MetricsServer
-from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint, run_fuse
+from cgroupfs_daemon import fuse_protocol
+from cgroupfs_daemon.fuse_files import PerReaderFiles
+from cgroupfs_daemon.fuse_session import Session, mount, serve_in_main_thread
+from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint
 from cgroupfs_daemon.notify import Notifier
 from cgroupfs_daemon.state import StateWriter
 from cgroupfs_daemon.stats import DaemonStats
@@ -89,7 +91,7 @@ class Daemon:
             raise StartupError(f"cannot read the cgroup hierarchy: {exc}") from None
         self.sampler = LoadavgSampler(self.server.cgroups)
         self.server.load_lookup = self.sampler.lookup
-        self.operations = CgroupFsOperations(self.server, observer=self.stats, on_init=self._on_mounted)
+        self.operations = PerReaderFiles(self.server, observer=self.stats)
         # Started once the mount answers, stopped in reverse order.
         self.components: list = [self.sampler]
         self.mounted = threading.Event()
@@ -134,12 +136,13 @@ class Daemon:
         except MountError as exc:
             raise StartupError(str(exc)) from None
         try:
-            run_fuse(self.operations, self.mountpoint)
-        except RuntimeError as exc:
-            # libfuse's fuse_main returns non-zero when a signal ended the loop too;
-            # only a loop that never mounted is a failure.
-            if not self.mounted.is_set():
-                raise StartupError(f"mounting {self.mountpoint} failed (libfuse status {exc})") from None
+            fd = mount(self.mountpoint, "cgroupfs", "cgroupfs")
+        except OSError as exc:
+            raise StartupError(f"mounting {self.mountpoint} failed ({exc.strerror})") from None
+        session = Session(fd, self.operations, "cgroupfs", wanted_flags=fuse_protocol.ASYNC_READ,
+                          on_init=self._on_mounted)
+        try:
+            serve_in_main_thread(session, self.mountpoint)
         finally:
             log.info("unmounted %s; stopping", self.mountpoint)
             for component in reversed(self.components):

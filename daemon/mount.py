@@ -1,9 +1,6 @@
-"""Mount lifecycle: prepare the mount point (recovering a stale one), run FUSE.
+"""Mount points: prepare one (recovering a stale mount), check what covers a path.
 
-The FUSE loop runs single-threaded in the calling (main) thread: under the GIL a
-multithreaded loop only adds contention (DESIGN.md's measurements), and one
-thread needs no locks around the handle table.  libfuse installs its own
-SIGTERM/SIGINT/SIGHUP handlers, which end the loop and unmount cleanly.
+The connection itself is mounted and served by daemon/fuse_session.py.
 """
 
 from __future__ import annotations
@@ -101,26 +98,3 @@ def prepare_mountpoint(path: str) -> None:
         raise MountError(f"{path} is already mounted ({fuse_mounts[-1]}); is another cgroupfs daemon running?")
     if os.listdir(path):
         raise MountError(f"mount point {path} is not empty; refusing to hide its files")
-
-
-def run_fuse(operations, mountpoint: str) -> None:
-    """Mount and serve until unmounted or signalled (blocks)."""
-    # mfusepy picks libfuse2 unless told otherwise; we want libfuse3.
-    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-    import mfusepy
-
-    mfusepy.FUSE(
-        operations,
-        mountpoint,
-        raw_fi=True,
-        foreground=True,
-        nothreads=True,
-        ro=True,
-        allow_other=True,  # containers read as other users
-        # No default_permissions: with it the kernel fetches attributes before every
-        # open, and ours are never cached (sizes change per reader).  Nothing is lost:
-        # every file is world-readable, `ro` refuses every change, and the kernel
-        # still refuses to execute a file without an x bit.
-        fsname="cgroupfs",
-        subtype="cgroupfs",
-    )

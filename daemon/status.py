@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from importlib import metadata
 
 from cgroupfs import __version__
 from cgroupfs_daemon.notify import MountProbe
@@ -26,20 +25,11 @@ PROBE_TIMEOUT_S = 2.0
 
 
 def version_text() -> str:
-    """`cgroupfs 0.1.0 (Python 3.11.7, mfusepy 3.1.1, libfuse 3.14)`."""
-    parts = [f"Python {sys.version.split()[0]}"]
-    try:
-        parts.append(f"mfusepy {metadata.version('mfusepy')}")
-    except metadata.PackageNotFoundError:
-        parts.append("mfusepy missing")
-    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # as daemon/mount.py: the library the daemon uses
-    try:
-        import mfusepy
+    """`cgroupfs 0.1.0 (Python 3.11.7, FUSE protocol 7.31)`: the protocol we offer the kernel."""
+    from cgroupfs_daemon.fuse_protocol import KERNEL_MINOR_VERSION, KERNEL_VERSION
 
-        parts.append(f"libfuse {mfusepy.fuse_version_major}.{mfusepy.fuse_version_minor}")
-    except (ImportError, OSError, EnvironmentError):
-        parts.append("libfuse not found")
-    return f"cgroupfs {__version__} ({', '.join(parts)})"
+    return (f"cgroupfs {__version__} (Python {sys.version.split()[0]}, "
+            f"FUSE protocol {KERNEL_VERSION}.{KERNEL_MINOR_VERSION})")
 
 
 def print_version(out=None) -> int:

@@ -65,10 +65,11 @@ def test_a_second_daemon_refuses_a_live_mountpoint(hierarchy, workdir):
 
 
 SELF_READ = textwrap.dedent("""
-    import errno, os, signal, sys, threading
-    from cgroupfs.fuse_ops import CgroupFsOperations
+    import errno, os, sys, threading
     from cgroupfs.server import ContentServer
-    from cgroupfs_daemon.mount import prepare_mountpoint, run_fuse
+    from cgroupfs_daemon.fuse_files import PerReaderFiles
+    from cgroupfs_daemon.fuse_session import Session, mount, unmount
+    from cgroupfs_daemon.mount import prepare_mountpoint
 
     mountpoint = sys.argv[1]
     result = {}
@@ -79,18 +80,19 @@ SELF_READ = textwrap.dedent("""
             result["outcome"] = "read"
         except OSError as exc:
             result["outcome"] = exc.errno
-        os.kill(os.getpid(), signal.SIGTERM)  # libfuse's handler ends the loop and unmounts
+        session.stop()
+        unmount(mountpoint)  # ends the loop: the connection reports ENODEV
 
     def on_init():
         threading.Thread(target=read_own_mount, daemon=True).start()
 
     prepare_mountpoint(mountpoint)
-    try:
-        run_fuse(CgroupFsOperations(ContentServer(), on_init=on_init), mountpoint)
-    except RuntimeError:
-        pass  # libfuse reports the signal that ended the loop as a non-zero status
+    session = Session(mount(mountpoint, "cgroupfs", "cgroupfs"), PerReaderFiles(ContentServer()), "self-read",
+                      on_init=on_init)
+    session.serve()
     print(result.get("outcome"))
 """)
+
 
 
 def test_the_daemon_reading_its_own_mount_gets_an_error_not_a_deadlock(hierarchy, workdir):

@@ -145,5 +145,5 @@ def test_an_unusable_run_directory_is_one_line_and_serving_goes_on(daemons, noti
 def test_version():
     result = cgroupfs("version", state_file="/nonexistent")
     assert result.returncode == 0
-    assert re.fullmatch(rf"cgroupfs {re.escape(__version__)} \(Python 3\.\d+\.\d+, mfusepy \d[\w.]*, libfuse 3\.\d+\)\n",
+    assert re.fullmatch(rf"cgroupfs {re.escape(__version__)} \(Python 3\.\d+\.\d+, FUSE protocol 7\.\d+\)\n",
                         result.stdout), result.stdout

@@ -1,0 +1,200 @@
+"""The per-reader files: a read-only tree whose text depends on who opens it.
+
+Content is rendered once, at open, for the opening process and kept with the file
+handle, so every read of that open (any offset, any size) sees the same text.
+Files are direct_io: their size is not known in advance.
+
+The page cache must never serve these files: one inode is shared by every
+container, so a cached page would hand one container another's numbers.  direct_io
+keeps read(2) off the page cache, but the kernel still splices (sendfile, used by
+busybox `cat` and Python's shutil) and maps through it, bounded by st_size.  So:
+- reads that come from the page cache (no lock owner) fail with EIO, and sendfile
+  users fall back to read(2): busybox and shutil do;
+- st_size is the true length rather than /proc's 0 (with 0, sendfile returns an
+  empty file without asking us): fstat() of an open file gives the length of that
+  open's content, stat() by path the length of what the caller would read now.
+  Attributes are therefore never cached by the kernel (timeout 0), so programs
+  that trust st_size (Node's readFileSync, GNU tail and wc) read exactly the text.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import stat
+import time
+from typing import Protocol
+
+from cgroupfs.server import ContentServer
+from cgroupfs.table import DIRECTORIES, FILES
+from cgroupfs_daemon import fuse_protocol as fp
+from cgroupfs_daemon.fuse_session import Caller, Entry, FuseError
+
+log = logging.getLogger(__name__)
+
+# Names never change while mounted: the kernel may cache lookups for long.  Sizes
+# change with every reader, so file attributes are not cached (see st_size above).
+ENTRY_TIMEOUT_S = 3600.0
+DIRECTORY_ATTR_TIMEOUT_S = 3600.0
+
+# st_size when the length cannot be known (a stat by the daemon itself): larger than
+# any rendered file (cpuinfo, the largest, is ~1.4 KB per cpu).
+FILE_SIZE_BOUND = 1 << 22
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
+
+
+def is_own_thread(tid: int, own_pid: int) -> bool:
+    """True when the caller (a thread id, as FUSE reports it) belongs to this process."""
+    if tid == own_pid:
+        return True
+    if _SYS_TGKILL is not None:
+        # tgkill(own_pid, tid, 0) succeeds only for a thread of this process: the same
+        # answer as /proc/<own_pid>/task/<tid> existing, at ~1 µs instead of ~5 µs per
+        # open (a procfs path walk), measured by benchmarks/reads.py.
+        return _libc.syscall(_SYS_TGKILL, own_pid, tid, 0) == 0
+    return os.path.exists(f"/proc/{own_pid}/task/{tid}")
+
+
+class RequestObserver(Protocol):
+    def request(self, path: str, seconds: float, error: int | None) -> None: ...
+
+
+class _NullRequestObserver:
+    def request(self, path: str, seconds: float, error: int | None) -> None:
+        pass
+
+
+class StaticTree:
+    """Node ids for the fixed tree of the path table (root 1, then in path order)."""
+
+    def __init__(self) -> None:
+        self.path_of: dict[int, str] = {fp.ROOT_ID: ""}
+        for path in sorted(set(DIRECTORIES) | set(FILES)):
+            if path:
+                self.path_of[len(self.path_of) + 1] = path
+        self.node_of = {path: node for node, path in self.path_of.items()}
+
+    def path(self, node: int) -> str:
+        try:
+            return self.path_of[node]
+        except KeyError:
+            raise FuseError(errno.ENOENT) from None
+
+    def child(self, parent: int, name: str) -> tuple[int, str]:
+        parent_path = self.path(parent)
+        if parent_path not in DIRECTORIES:
+            raise FuseError(errno.ENOTDIR)
+        path = f"{parent_path}/{name}" if parent_path else name
+        node = self.node_of.get(path)
+        if node is None:
+            raise FuseError(errno.ENOENT)
+        return node, path
+
+    def children(self, node: int) -> list[tuple[str, int, int]]:
+        path = self.path(node)
+        return [(name, self.node_of[child], fp.DT_DIR if child in DIRECTORIES else fp.DT_REG)
+                for name in DIRECTORIES[path]
+                for child in [f"{path}/{name}" if path else name]]
+
+    def directory_attributes(self, node: int, mtime_ns: int) -> fp.Attributes:
+        path = self.path(node)
+        subdirectories = sum(1 for name in DIRECTORIES[path] if (f"{path}/{name}" if path else name) in DIRECTORIES)
+        return fp.Attributes(node, stat.S_IFDIR | 0o555, nlink=2 + subdirectories, mtime_ns=mtime_ns)
+
+
+class PerReaderFiles:
+    """The Filesystem (daemon/fuse_session.py) of the per-reader mount."""
+
+    def __init__(self, server: ContentServer, observer: RequestObserver | None = None):
+        self.server = server
+        self.observer = observer or _NullRequestObserver()
+        self.tree = StaticTree()
+        self._handles: dict[int, bytes] = {}
+        self._next_handle = 1
+        self._own_pid = os.getpid()
+        self._mount_time_ns = time.time_ns()
+
+    # -- metadata -------------------------------------------------------------
+
+    def lookup(self, parent: int, name: str, caller: Caller) -> Entry:
+        node, path = self.tree.child(parent, name)
+        attributes, timeout_s = self.getattr(node, None, caller)
+        return Entry(attributes, ENTRY_TIMEOUT_S, timeout_s)
+
+    def getattr(self, node: int, fh: int | None, caller: Caller) -> tuple[fp.Attributes, float]:
+        path = self.tree.path(node)
+        if path in DIRECTORIES:
+            return self.tree.directory_attributes(node, self._mount_time_ns), DIRECTORY_ATTR_TIMEOUT_S
+        size = self._size(path, fh, caller.pid)
+        return fp.Attributes(node, stat.S_IFREG | 0o444, size=size, mtime_ns=self._mount_time_ns), 0.0
+
+    def _size(self, path: str, fh: int | None, caller: int) -> int:
+        data = self._handles.get(fh) if fh is not None else None
+        if data is not None:
+            return len(data)  # fstat() of an open file: that open's content
+        if is_own_thread(caller, self._own_pid):
+            return FILE_SIZE_BOUND
+        try:
+            return len(self.server.content(path, caller))  # cached: the open that follows reuses it
+        except Exception:
+            log.exception("sizing %s for pid %d failed", path, caller)
+            return FILE_SIZE_BOUND
+
+    def is_directory(self, node: int) -> bool:
+        return self.tree.path(node) in DIRECTORIES
+
+    def readdir(self, node: int) -> list[tuple[str, int, int]]:
+        return self.tree.children(node)
+
+    # -- content --------------------------------------------------------------
+
+    def open(self, node: int, flags: int, caller: Caller) -> tuple[int, int]:
+        started = time.perf_counter()
+        path = self.tree.path(node)
+        error = None
+        try:
+            if path not in FILES:
+                error = errno.EISDIR
+            elif flags & _WRITE_FLAGS:
+                error = errno.EROFS
+            elif is_own_thread(caller.pid, self._own_pid):
+                # The daemon reading its own mount would deadlock a single-threaded loop;
+                # any thread of ours that gets here is refused instead.
+                log.error("refused a read of %s by the daemon itself (thread %d)", path, caller.pid)
+                error = errno.EDEADLK
+            if error is not None:
+                raise FuseError(error)
+            try:
+                data = self.server.content(path, caller.pid)
+            except Exception:
+                log.exception("rendering %s for pid %d failed", path, caller.pid)
+                error = errno.EIO
+                raise FuseError(error) from None
+            handle = self._next_handle
+            self._next_handle += 1
+            self._handles[handle] = data
+            return handle, fp.FOPEN_DIRECT_IO | fp.FOPEN_NOFLUSH
+        finally:
+            self.observer.request(path, time.perf_counter() - started, error)
+
+    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool) -> bytes:
+        if from_page_cache:
+            # A page-cache fill (splice/sendfile, mmap): refuse, see the module docstring.
+            raise FuseError(errno.EIO)
+        data = self._handles.get(fh)
+        if data is None:
+            raise FuseError(errno.EBADF)
+        return data[offset:offset + size]
+
+    def release(self, node: int, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    @property
+    def open_handles(self) -> int:
+        return len(self._handles)

@@ -1,0 +1,292 @@
+"""One FUSE connection: mount it, read requests from /dev/fuse, answer them.
+
+The loop is single-threaded (one thread per connection): under the GIL more
+threads only add contention (../shared/DESIGN.md's measurements), and one thread
+needs no locks around a filesystem's handle table.  What is served comes from a
+`Filesystem` (daemon/fuse_files.py: per-reader files; daemon/views.py: views);
+this module knows the protocol and nothing about cgroups.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import signal
+import stat
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from cgroupfs_daemon import fuse_protocol as fp
+
+log = logging.getLogger(__name__)
+
+MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
+MNT_DETACH = 2
+# A request is at most one header plus max_write bytes; reads are answered in full.
+BUFFER_SIZE = 128 * 1024 + 4096
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+
+
+class FuseError(Exception):
+    """Answer the request with this errno."""
+
+    def __init__(self, errno_value: int):
+        super().__init__(errno_value)
+        self.errno = errno_value
+
+
+@dataclass(frozen=True)
+class Caller:
+    pid: int  # thread id of the caller, in the daemon's pid namespace
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A looked-up node and how long the kernel may keep its name and attributes."""
+
+    attributes: fp.Attributes
+    entry_timeout_s: float
+    attr_timeout_s: float
+
+
+class Filesystem(Protocol):
+    """What a connection serves.  Node ids are the kernel's inode numbers (root: 1).
+
+    Methods raise FuseError for an errno answer."""
+
+    def lookup(self, parent: int, name: str, caller: Caller) -> Entry: ...
+    def getattr(self, node: int, fh: int | None, caller: Caller) -> tuple[fp.Attributes, float]: ...
+    def open(self, node: int, flags: int, caller: Caller) -> tuple[int, int]: ...  # (fh, FOPEN_* flags)
+    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool) -> bytes: ...
+    def release(self, node: int, fh: int) -> None: ...
+    def readdir(self, node: int) -> list[tuple[str, int, int]]: ...  # (name, node, DT_*)
+    def is_directory(self, node: int) -> bool: ...
+
+
+def mount(mountpoint: str, fsname: str, subtype: str) -> int:
+    """Mount a new FUSE connection read-only at `mountpoint`; returns its /dev/fuse fd."""
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    options = f"fd={fd},rootmode={stat.S_IFDIR:o},user_id=0,group_id=0,allow_other"
+    result = _libc.mount(fsname.encode(), os.fsencode(mountpoint), f"fuse.{subtype}".encode(),
+                         MS_RDONLY | MS_NOSUID | MS_NODEV, options.encode())
+    if result != 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(err, f"mounting FUSE at {mountpoint}: {os.strerror(err)}")
+    return fd
+
+
+def unmount(mountpoint: str) -> None:
+    """Detach `mountpoint` (lazily: readers holding files keep them until they close)."""
+    if _libc.umount2(os.fsencode(mountpoint), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not mounted any more
+            raise OSError(err, os.strerror(err), mountpoint)
+
+
+class Session:
+    """Serves `filesystem` on an already mounted connection `fd` until it is unmounted."""
+
+    def __init__(self, fd: int, filesystem: Filesystem, name: str, *,
+                 wanted_flags: int = 0, on_init=None, read_only_error: int = errno.EROFS):
+        self.fd = fd
+        self.filesystem = filesystem
+        self.name = name
+        self.wanted_flags = wanted_flags
+        self.on_init = on_init
+        self.read_only_error = read_only_error
+        self.minor: int | None = None
+        self.requests_served = 0
+        self._stopping = threading.Event()
+        self._dirs: dict[int, list[tuple[str, int, int]]] = {}  # OPENDIR handle -> entries
+        self._next_dir_handle = 1
+
+    def serve(self) -> None:
+        """Answer requests until the connection ends (unmounted: ENODEV) or stop()."""
+        buffer = bytearray(BUFFER_SIZE)
+        while not self._stopping.is_set():
+            try:
+                length = os.readv(self.fd, [buffer])
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
+                    continue  # ENOENT: the request was interrupted before we read it
+                if exc.errno == errno.ENODEV:
+                    return  # unmounted
+                raise
+            if length == 0:
+                return
+            answer = self._dispatch(fp.parse_request(memoryview(buffer)[:length]))
+            if answer is not None:
+                self._send(answer)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _send(self, message: bytes) -> None:
+        try:
+            os.write(self.fd, message)
+        except OSError as exc:
+            # ENOENT: the request was interrupted and the kernel no longer waits for it.
+            if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                log.warning("%s: writing a reply failed: %s", self.name, exc)
+
+    def _dispatch(self, request: fp.Request) -> bytes | None:
+        self.requests_served += 1
+        opcode = request.opcode
+        if opcode in fp.NO_REPLY_OPCODES:
+            return None
+        try:
+            handler = _HANDLERS.get(opcode)
+            if handler is None:
+                if opcode in fp.WRITE_OPCODES:
+                    raise FuseError(self.read_only_error)
+                raise FuseError(errno.ENOSYS)
+            return fp.reply(request.unique, handler(self, request))
+        except FuseError as exc:
+            return fp.reply(request.unique, error=exc.errno)
+        except Exception:
+            log.exception("%s: request %d on node %d failed", self.name, opcode, request.node)
+            return fp.reply(request.unique, error=errno.EIO)
+
+    # -- handlers (each returns the reply payload or raises FuseError) ---------
+
+    def _init(self, request: fp.Request) -> bytes:
+        major, minor, _readahead, flags = fp.INIT_IN.unpack_from(request.body)
+        if major != fp.KERNEL_VERSION:
+            log.error("%s: the kernel speaks FUSE %d.%d; we need 7.x", self.name, major, minor)
+            raise FuseError(errno.EPROTO)
+        payload, self.minor = fp.init_out(major, minor, flags, self.wanted_flags)
+        if self.on_init is not None:
+            self.on_init()
+        return payload
+
+    def _caller(self, request: fp.Request) -> Caller:
+        return Caller(request.pid, request.uid, request.gid)
+
+    def _lookup(self, request: fp.Request) -> bytes:
+        name = bytes(request.body).rstrip(b"\0").decode("utf-8", "surrogateescape")
+        entry = self.filesystem.lookup(request.node, name, self._caller(request))
+        return fp.entry_out(entry.attributes, entry.entry_timeout_s, entry.attr_timeout_s)
+
+    def _getattr(self, request: fp.Request) -> bytes:
+        flags, _dummy, fh = fp.GETATTR_IN.unpack_from(request.body)
+        attributes, timeout_s = self.filesystem.getattr(
+            request.node, fh if flags & fp.GETATTR_FH else None, self._caller(request))
+        return fp.attr_out(attributes, timeout_s)
+
+    def _open(self, request: fp.Request) -> bytes:
+        flags, _open_flags = fp.OPEN_IN.unpack_from(request.body)
+        fh, open_flags = self.filesystem.open(request.node, flags, self._caller(request))
+        return fp.OPEN_OUT.pack(fh, open_flags, 0)
+
+    def _read(self, request: fp.Request) -> bytes:
+        fh, offset, size, read_flags, _owner, _flags, _pad = fp.READ_IN.unpack_from(request.body)
+        # Reads through the page cache (readahead, splice, mmap) carry no lock owner;
+        # read(2) on a direct_io file always does.
+        return self.filesystem.read(request.node, fh, offset, size,
+                                    from_page_cache=not read_flags & fp.READ_LOCKOWNER)
+
+    def _release(self, request: fp.Request) -> bytes:
+        fh = fp.RELEASE_IN.unpack_from(request.body)[0]
+        self.filesystem.release(request.node, fh)
+        return b""
+
+    def _opendir(self, request: fp.Request) -> bytes:
+        if not self.filesystem.is_directory(request.node):
+            raise FuseError(errno.ENOTDIR)
+        handle = self._next_dir_handle
+        self._next_dir_handle += 1
+        # The listing is taken once per opendir, so offsets stay valid while it is read.
+        self._dirs[handle] = [(".", request.node, fp.DT_DIR), ("..", fp.ROOT_ID, fp.DT_DIR),
+                              *self.filesystem.readdir(request.node)]
+        return fp.OPEN_OUT.pack(handle, 0, 0)
+
+    def _readdir(self, request: fp.Request) -> bytes:
+        fh, offset, size = fp.READ_IN.unpack_from(request.body)[:3]
+        entries = self._dirs.get(fh)
+        if entries is None:
+            raise FuseError(errno.EBADF)
+        out = bytearray()
+        for index in range(offset, len(entries)):
+            name, node, kind = entries[index]
+            record = fp.dirent(node, index + 1, os.fsencode(name), kind)
+            if len(out) + len(record) > size:
+                break
+            out += record
+        return bytes(out)
+
+    def _releasedir(self, request: fp.Request) -> bytes:
+        self._dirs.pop(fp.RELEASE_IN.unpack_from(request.body)[0], None)
+        return b""
+
+    def _access(self, request: fp.Request) -> bytes:
+        """access(2): the tree is read-only and no file is executable.
+
+        (Without default_permissions the kernel asks us; a missing answer would be yes.)"""
+        mask = fp.ACCESS_IN.unpack_from(request.body)[0]
+        directory = self.filesystem.is_directory(request.node)  # raises ENOENT for unknown nodes
+        if mask & os.W_OK:
+            raise FuseError(errno.EROFS)
+        if mask & os.X_OK and not directory:
+            raise FuseError(errno.EACCES)
+        return b""
+
+    def _statfs(self, request: fp.Request) -> bytes:
+        return fp.statfs_out()
+
+    def _destroy(self, request: fp.Request) -> bytes:
+        self._stopping.set()
+        return b""
+
+
+# FLUSH, GETXATTR, LISTXATTR and the rest fall through to ENOSYS: the kernel then
+# stops sending them on this connection (one round trip per close saved for FLUSH).
+_HANDLERS = {
+    fp.INIT: Session._init,
+    fp.LOOKUP: Session._lookup,
+    fp.GETATTR: Session._getattr,
+    fp.OPEN: Session._open,
+    fp.READ: Session._read,
+    fp.RELEASE: Session._release,
+    fp.OPENDIR: Session._opendir,
+    fp.READDIR: Session._readdir,
+    fp.RELEASEDIR: Session._releasedir,
+    fp.ACCESS: Session._access,
+    fp.STATFS: Session._statfs,
+    fp.DESTROY: Session._destroy,
+}
+
+
+class Stopped(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT/SIGHUP to end its loop.
+
+    A BaseException, so that a request handler's `except Exception` cannot swallow it."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+def serve_in_main_thread(session: Session, mountpoint: str) -> None:
+    """Serve until unmounted or signalled, then detach the mount and close the connection.
+
+    libfuse's loop did the same: its signal handlers end the loop and unmount."""
+    previous = {signum: signal.signal(signum, _raise_stopped)
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        session.serve()
+    except Stopped as stop:
+        log.info("%s: %s received", session.name, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        unmount(mountpoint)
+        os.close(session.fd)
