@@ -273,7 +273,9 @@ def test_docker_engine_killed_and_restarted_mid_event_stream(start_daemon, make_
         assert memtotal_kb(engine.cli("exec", name, "head", "-n", "1", "/proc/meminfo").stdout) == 40 * 1024
         result = collect(reader)
         assert result["errors"] == {} and result["wrong"] == 0 and result["ok"] > 100, result
-        assert result["longest_s"] < 0.1, result
+        # A loop that waited on Docker would stall for the seconds Docker was gone; a busy
+        # host (load 5 on 2 cpus) can delay one read by ~0.1 s.  The bound tells the two apart.
+        assert result["longest_s"] < 1.0, result
         assert daemon.process.poll() is None
 
 
