@@ -179,6 +179,29 @@ class ContentServer:
             self._rendered.put(key, (limits, data), now)
         return data
 
+    def limits_of(self, path: str, paths: CgroupPaths) -> tuple:
+        """The limit files that shape `path`'s text for `paths` (see CgroupReader.limits)."""
+        virtual = FILES[path]
+        return self.cgroups.limits(paths, virtual.limits) if virtual.limits else ()
+
+    def render_for(self, path: str, paths: CgroupPaths, pid: int) -> tuple[tuple, bytes]:
+        """A fresh text of `path` for the cgroup `paths`, whoever reads it (a view), with
+        the limits it was rendered under.  `pid` is a process of that cgroup (the
+        container's init: its pid namespace decides uptime).
+
+        Raises CgroupGone or ProcessGone when the container is gone; a malformed or
+        unreadable counter file gives the host's file (counted, logged once)."""
+        virtual = FILES[path]
+        self.observer.note_served(paths)
+        limits = self.limits_of(path, paths)
+        try:
+            return limits, virtual.render(self._sources(pid, paths))
+        except ParseError as exc:
+            self._fallback(path, "parse_error", exc, warn=True)
+        except OSError as exc:
+            self._fallback(path, "read_error", exc, warn=True)
+        return limits, self.host.raw(virtual.host_name)
+
     def _sources(self, pid: int, paths: CgroupPaths) -> ReaderSources:
         return ReaderSources(
             pid, paths, self.cgroups, self.host, self.inits, self.options,

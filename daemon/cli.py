@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long rendered content is reused per cgroup (0 disables)")
     daemon.add_argument("--no-cpu-quota-cap", action="store_true",
                         help="show the whole cpuset even when a CPU quota allows fewer cpus")
+    views = daemon.add_mutually_exclusive_group()
+    views.add_argument("--views-mountpoint", default="",
+                       help="where the per-container views are mounted (default: MOUNTPOINT-views)")
+    views.add_argument("--no-views", action="store_true",
+                       help="no views: the Docker watcher injects the per-reader files")
 
     show = sub.add_parser("show", help="print what a process or container would read, without FUSE")
     show.add_argument("file", type=file_name, help="meminfo, cpuinfo, stat, diskstats, uptime, loadavg, swaps, online")
@@ -99,6 +104,7 @@ def cmd_daemon(args) -> int:
         metrics_address=None if args.no_metrics else (args.metrics_address or DEFAULT_METRICS_ADDRESS),
         cache_ttl_s=max(0.0, args.cache_ttl_ms) / 1000.0,
         cap_cpus_by_quota=not args.no_cpu_quota_cap,
+        views_mountpoint=None if args.no_views else args.views_mountpoint,
     )
     try:
         daemon = Daemon(config)

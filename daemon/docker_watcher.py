@@ -21,9 +21,10 @@ import docker.errors
 import requests.exceptions
 
 from cgroupfs.cgroups.membership import read_proc_cgroup
-from cgroupfs.errors import CgroupfsError
+from cgroupfs.errors import CgroupfsError, ProcessGone
 from cgroupfs_daemon import inject
 from cgroupfs_daemon.stats import ContainerInfo, DaemonStats
+from cgroupfs_daemon.views import Views
 
 log = logging.getLogger("cgroupfs.docker")
 
@@ -59,8 +60,12 @@ def _bump(stats: DaemonStats, name: str, amount: int = 1) -> None:
 
 
 class DockerWatcher:
-    def __init__(self, mountpoint: str, docker_host: str | None = None, stats: DaemonStats | None = None):
+    def __init__(self, mountpoint: str, docker_host: str | None = None, stats: DaemonStats | None = None,
+                 views: Views | None = None):
         self.mountpoint = os.path.abspath(mountpoint)
+        # With views, each container gets its own directory of the views mount (read from
+        # the page cache); without, the shared per-reader files of `mountpoint`.
+        self.views = views
         self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.stats = stats if stats is not None else DaemonStats()
         self._stop = threading.Event()
@@ -145,6 +150,8 @@ class DockerWatcher:
                 self._pool.submit(self._handle, container_id, event.get("timeNano"))
             elif event.get("Action") == "die":
                 self._forget(container_id)
+                if self.views is not None:
+                    self.views.remove(container_id)
         if not self._stop.is_set():
             log.warning("Docker event stream from %s ended; reconnecting", self.docker_host)
 
@@ -212,10 +219,16 @@ class DockerWatcher:
         if opted_out(labels):
             log.info("container %s has %s=%s; not injecting", who, OPT_OUT_LABEL, labels[OPT_OUT_LABEL])
             return
+        try:
+            source, ours = self._source(container_id, pid)
+        except ProcessGone:
+            log.info("container %s exited before injection; nothing to do", who)
+            _bump(self.stats, "injections_skipped")
+            return
         outcomes: dict[str, inject.FileResult] = {}
         for delay in (*RETRY_DELAYS_S, None):
             try:
-                results = inject.inject(pid, self.mountpoint, ours=self._our_identities())
+                results = inject.inject(pid, source, ours=ours)
             except inject.ContainerGone:
                 log.info("container %s exited during injection; nothing to do", who)
                 _bump(self.stats, "injections_skipped")
@@ -234,6 +247,16 @@ class DockerWatcher:
             log.debug("container %s: retrying in %.1f s: %s", who, delay, "; ".join(r.describe() for r in failed))
             time.sleep(delay)
         self._account(who, list(outcomes.values()), event_time_ns)
+
+    def _source(self, container_id: str, pid: int) -> tuple[str, dict[str, tuple[str, str]] | None]:
+        """The directory whose files go into the container, and what they look like there."""
+        if self.views is None:
+            return self.mountpoint, self._our_identities()
+        directory = self.views.add(container_id, pid)
+        try:
+            return directory, inject.own_identities(directory)
+        except OSError:
+            return directory, None
 
     def _our_identities(self) -> dict[str, tuple[str, str]] | None:
         # Parsing the host's mountinfo costs a few ms with many containers; our

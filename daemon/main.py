@@ -24,14 +24,19 @@ from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
 from cgroupfs_daemon.metrics import MetricsError, MetricsServer
 from cgroupfs_daemon import fuse_protocol
 from cgroupfs_daemon.fuse_files import PerReaderFiles
-from cgroupfs_daemon.fuse_session import Session, mount, serve_in_main_thread
+from cgroupfs_daemon.fuse_session import Session, mount, serve_in_main_thread, unmount
 from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint
 from cgroupfs_daemon.notify import Notifier
 from cgroupfs_daemon.state import StateWriter
 from cgroupfs_daemon.stats import DaemonStats
+from cgroupfs_daemon.views import Views
 from cgroupfs_daemon.testhooks import install_wedge
 
 log = logging.getLogger("cgroupfs")
+
+# Views are served from the kernel's page cache, which AUTO_INVAL_DATA refreshes
+# when a file's mtime or size changes (daemon/views.py).
+VIEWS_FLAGS = fuse_protocol.ASYNC_READ | fuse_protocol.AUTO_INVAL_DATA
 
 
 def docker_host_problem(url: str) -> str | None:
@@ -57,6 +62,9 @@ class DaemonConfig:
     metrics_address: str | None = None   # None: --no-metrics
     cache_ttl_s: float = 0.1
     cap_cpus_by_quota: bool = True
+    # The views mount (daemon/views.py); None: no views, the watcher injects the
+    # per-reader files.  Default: the mount point's sibling "<mountpoint>-views".
+    views_mountpoint: str | None = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -92,6 +100,10 @@ class Daemon:
         self.sampler = LoadavgSampler(self.server.cgroups)
         self.server.load_lookup = self.sampler.lookup
         self.operations = PerReaderFiles(self.server, observer=self.stats)
+        self.views: Views | None = None
+        if config.views_mountpoint is not None:
+            views_mountpoint = os.path.abspath(config.views_mountpoint or self.mountpoint.rstrip("/") + "-views")
+            self.views = Views(self.server, views_mountpoint, interval_s=config.cache_ttl_s)
         # Started once the mount answers, stopped in reverse order.
         self.components: list = [self.sampler]
         self.mounted = threading.Event()
@@ -104,7 +116,7 @@ class Daemon:
             except MetricsError as exc:
                 raise StartupError(str(exc)) from None
         if config.docker_host is not None:
-            self.add_component(DockerWatcher(self.mountpoint, config.docker_host, self.stats))
+            self.add_component(DockerWatcher(self.mountpoint, config.docker_host, self.stats, views=self.views))
         self.add_component(StateWriter(None, self.stats, mountpoint=self.mountpoint,
                                        docker_host=config.docker_host, metrics_address=config.metrics_address))
         # Last: started once everything else runs (READY=1 means "all up"), stopped first
@@ -130,20 +142,34 @@ class Daemon:
         for callback in self.on_ready:
             callback()
 
+    def _mount(self, mountpoint: str, subtype: str) -> int:
+        try:
+            return mount(mountpoint, subtype, subtype)
+        except OSError as exc:
+            raise StartupError(f"mounting {mountpoint} failed ({exc.strerror})") from None
+
     def run(self) -> None:
+        views_session = None
         try:
             prepare_mountpoint(self.mountpoint)
+            if self.views is not None:
+                prepare_mountpoint(self.views.mountpoint)
+                views_session = Session(self._mount(self.views.mountpoint, "cgroupfs-views"), self.views,
+                                        "cgroupfs-views", wanted_flags=VIEWS_FLAGS)
         except MountError as exc:
             raise StartupError(str(exc)) from None
-        try:
-            fd = mount(self.mountpoint, "cgroupfs", "cgroupfs")
-        except OSError as exc:
-            raise StartupError(f"mounting {self.mountpoint} failed ({exc.strerror})") from None
-        session = Session(fd, self.operations, "cgroupfs", wanted_flags=fuse_protocol.ASYNC_READ,
-                          on_init=self._on_mounted)
+        session = Session(self._mount(self.mountpoint, "cgroupfs"), self.operations, "cgroupfs",
+                          wanted_flags=fuse_protocol.ASYNC_READ, on_init=self._on_mounted)
+        if views_session is not None:
+            # Its own thread: a view is read from the page cache and asks the daemon
+            # about once per refresh interval, so this loop is nearly idle.
+            threading.Thread(target=views_session.serve, name="views", daemon=True).start()
         try:
             serve_in_main_thread(session, self.mountpoint)
         finally:
+            if views_session is not None:
+                views_session.stop()
+                unmount(self.views.mountpoint)
             log.info("unmounted %s; stopping", self.mountpoint)
             for component in reversed(self.components):
                 try:

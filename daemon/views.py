@@ -1,0 +1,213 @@
+"""Views: one directory per container whose files show that container, whoever reads.
+
+Because a view's text does not depend on the reader, the kernel can serve it from
+its page cache, and reads never wake the daemon.  The connection answers OPEN with
+ENOSYS, so the kernel stops sending OPEN and RELEASE for good and keeps the cached
+pages across opens (fs/fuse/file.c: FOPEN_KEEP_CACHE is then its default).  Each
+file's attributes are valid for one refresh interval; with AUTO_INVAL_DATA the
+kernel asks GETATTR on the first read after that, and drops the cached pages when
+the size or mtime we answer changed.  So the daemon renders a view file at most
+once per interval, whatever the read rate (../shared/DESIGN.md, "Serving from the
+page cache").
+
+A view's text changes only in GETATTR (and LOOKUP): READ serves the text whose size
+was last announced, so the kernel's i_size and its pages always come from the same
+text.  One exception keeps a container's birth right: when the cgroup's limit
+files changed since that text was rendered, READ renders again (runc's init stats
+the files before runc writes the limits; the first instruction must not read what
+was rendered then).
+
+Layout: <views mount>/<container id>/proc/meminfo ... the per-reader mount's
+relative paths under a directory per container.  Views are added by whoever
+injects them (the Docker watcher) and removed when the container goes; a view whose
+cgroup is gone answers ENOENT and is dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import re
+import stat
+import threading
+import time
+
+from cgroupfs.cgroups import CgroupPaths, read_proc_cgroup
+from cgroupfs.errors import CgroupGone, ProcessGone
+from cgroupfs.server import ContentServer
+from cgroupfs.table import DIRECTORIES, FILES
+from cgroupfs_daemon import fuse_protocol as fp
+from cgroupfs_daemon.fuse_files import StaticTree
+from cgroupfs_daemon.fuse_session import Caller, Entry, FuseError
+
+log = logging.getLogger(__name__)
+
+# Container ids as runtimes write them (Docker: 64 hex digits; others: names).
+VIEW_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+# A view's node ids: view number * NODE_STRIDE + the node's id in the static tree
+# (its directory is static node 1).  Numbers are never reused, so a node id held by
+# the kernel can never name another container's file.
+NODE_STRIDE = 64
+# How long the kernel may remember that a container's directory exists (or not).
+VIEW_ENTRY_TIMEOUT_S = 1.0
+STATIC_TIMEOUT_S = 3600.0
+
+_TREE = StaticTree()
+assert len(_TREE.path_of) < NODE_STRIDE
+
+
+@dataclasses.dataclass
+class _Text:
+    data: bytes
+    limits: tuple
+    mtime_ns: int
+    rendered_at: float  # monotonic
+
+
+@dataclasses.dataclass
+class View:
+    id: str
+    number: int
+    paths: CgroupPaths
+    pid: int  # the container's init, in the daemon's pid namespace
+    texts: dict[str, _Text] = dataclasses.field(default_factory=dict)
+
+
+class Views:
+    """The registry of views and the Filesystem (daemon/fuse_session.py) that serves them.
+
+    The watcher threads add and remove views; the views loop reads them: one lock
+    around the two dicts, held for dictionary operations only (never while rendering)."""
+
+    def __init__(self, server: ContentServer, mountpoint: str, interval_s: float = 0.1):
+        self.server = server
+        self.mountpoint = mountpoint
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._by_id: dict[str, View] = {}
+        self._by_number: dict[int, View] = {}
+        self._next_number = 1
+        self._mount_time_ns = time.time_ns()
+        self.renders = 0
+
+    # -- the registry ---------------------------------------------------------
+
+    def add(self, view_id: str, pid: int) -> str:
+        """Serve a view of the cgroup of `pid` (a container's init) as `view_id`; its directory.
+
+        Raises ProcessGone when the process is gone, ValueError for an unusable id."""
+        if not VIEW_ID.match(view_id):
+            raise ValueError(f"not a usable view id: {view_id!r}")
+        paths = read_proc_cgroup(pid, self.server.options.proc_root)
+        with self._lock:
+            existing = self._by_id.get(view_id)
+            if existing is None or existing.paths != paths or existing.pid != pid:
+                if existing is not None:
+                    del self._by_number[existing.number]
+                view = View(view_id, self._next_number, paths, pid)
+                self._next_number += 1
+                self._by_id[view_id] = self._by_number[view.number] = view
+        return self.directory(view_id)
+
+    def remove(self, view_id: str) -> None:
+        with self._lock:
+            view = self._by_id.pop(view_id, None)
+            if view is not None:
+                del self._by_number[view.number]
+
+    def directory(self, view_id: str) -> str:
+        return f"{self.mountpoint.rstrip('/')}/{view_id}"
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def _view(self, node: int) -> tuple[View, int]:
+        number, static = divmod(node, NODE_STRIDE)
+        with self._lock:
+            view = self._by_number.get(number)
+        if view is None:
+            raise FuseError(errno.ENOENT)
+        return view, static
+
+    # -- the Filesystem -------------------------------------------------------
+
+    def is_directory(self, node: int) -> bool:
+        if node == fp.ROOT_ID:
+            return True
+        _view, static = self._view(node)
+        return _TREE.path(static) in DIRECTORIES
+
+    def lookup(self, parent: int, name: str, caller: Caller) -> Entry:
+        if parent == fp.ROOT_ID:
+            with self._lock:
+                view = self._by_id.get(name)
+            if view is None:
+                raise FuseError(errno.ENOENT)
+            node = view.number * NODE_STRIDE + fp.ROOT_ID
+            return Entry(self._directory_attributes(node, fp.ROOT_ID), VIEW_ENTRY_TIMEOUT_S, STATIC_TIMEOUT_S)
+        view, static = self._view(parent)
+        child, _path = _TREE.child(static, name)
+        attributes, timeout_s = self.getattr(view.number * NODE_STRIDE + child, None, caller)
+        return Entry(attributes, STATIC_TIMEOUT_S, timeout_s)
+
+    def getattr(self, node: int, fh: int | None, caller: Caller) -> tuple[fp.Attributes, float]:
+        if node == fp.ROOT_ID:
+            return fp.Attributes(node, stat.S_IFDIR | 0o555, nlink=2, mtime_ns=self._mount_time_ns), 0.0
+        view, static = self._view(node)
+        path = _TREE.path(static)
+        if path in DIRECTORIES:
+            return self._directory_attributes(node, static), STATIC_TIMEOUT_S
+        text = self._current(view, path, refresh_after_s=self.interval_s)
+        return fp.Attributes(node, stat.S_IFREG | 0o444, size=len(text.data), mtime_ns=text.mtime_ns), self.interval_s
+
+    def _directory_attributes(self, node: int, static: int) -> fp.Attributes:
+        return dataclasses.replace(_TREE.directory_attributes(static, self._mount_time_ns), ino=node)
+
+    def readdir(self, node: int) -> list[tuple[str, int, int]]:
+        if node == fp.ROOT_ID:
+            with self._lock:
+                views = list(self._by_id.values())
+            return [(view.id, view.number * NODE_STRIDE + fp.ROOT_ID, fp.DT_DIR) for view in views]
+        view, static = self._view(node)
+        base = view.number * NODE_STRIDE
+        return [(name, base + child, kind) for name, child, kind in _TREE.children(static)]
+
+    def open(self, node: int, flags: int, caller: Caller) -> tuple[int, int]:
+        # ENOSYS makes the kernel stop sending OPEN/RELEASE on this connection and
+        # serve reads from its page cache (the point of views).
+        raise FuseError(errno.ENOSYS)
+
+    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool) -> bytes:
+        view, static = self._view(node)
+        path = _TREE.path(static)
+        if path not in FILES:
+            raise FuseError(errno.EISDIR)
+        text = self._current(view, path, refresh_after_s=None)
+        return text.data[offset:offset + size]
+
+    def release(self, node: int, fh: int) -> None:
+        pass
+
+    # -- texts ----------------------------------------------------------------
+
+    def _current(self, view: View, path: str, refresh_after_s: float | None) -> _Text:
+        """The view's text of `path`: rendered again when older than `refresh_after_s`
+        (None: only when there is none yet) or when the cgroup's limits changed."""
+        text = view.texts.get(path)
+        now = time.monotonic()
+        try:
+            if text is not None and (refresh_after_s is None or now - text.rendered_at < refresh_after_s):
+                if text.limits == self.server.limits_of(path, view.paths):
+                    return text
+            limits, data = self.server.render_for(path, view.paths, view.pid)
+        except (CgroupGone, ProcessGone):
+            log.info("view %s: the container is gone; removing its view", view.id[:12])
+            self.remove(view.id)
+            raise FuseError(errno.ENOENT) from None
+        self.renders += 1
+        if text is not None and text.data == data:
+            text.rendered_at, text.limits = now, limits  # same bytes: keep the mtime, keep the pages
+        else:
+            text = view.texts[path] = _Text(data, limits, time.time_ns(), now)
+        return text
