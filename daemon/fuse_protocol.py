@@ -134,6 +134,16 @@ def init_out(kernel_major: int, kernel_minor: int, kernel_flags: int, wanted_fla
                          max_pages, 0, 0, 0), minor
 
 
+NOTIFY_INVAL_ENTRY = 3
+NOTIFY_INVAL_ENTRY_OUT = struct.Struct("=QII")  # parent namelen flags
+
+
+def notify_inval_entry(parent: int, name: bytes) -> bytes:
+    """A notification (unique 0) that makes the kernel forget the name `name` in `parent`."""
+    payload = NOTIFY_INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0"
+    return OUT_HEADER.pack(OUT_HEADER.size + len(payload), NOTIFY_INVAL_ENTRY, 0) + payload
+
+
 def dirent(ino: int, offset: int, name: bytes, kind: int) -> bytes:
     """One READDIR record, padded to 8 bytes; `offset` is where the next one starts."""
     record = DIRENT_HEAD.pack(ino, offset, len(name), kind) + name

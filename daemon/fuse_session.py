@@ -106,11 +106,13 @@ class Session:
         self.minor: int | None = None
         self.requests_served = 0
         self._stopping = threading.Event()
+        self._loop_thread: int | None = None
         self._dirs: dict[int, list[tuple[str, int, int]]] = {}  # OPENDIR handle -> entries
         self._next_dir_handle = 1
 
     def serve(self) -> None:
         """Answer requests until the connection ends (unmounted: ENODEV) or stop()."""
+        self._loop_thread = threading.get_ident()
         buffer = bytearray(BUFFER_SIZE)
         while not self._stopping.is_set():
             try:
@@ -129,6 +131,18 @@ class Session:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def forget_name(self, parent: int, name: str) -> None:
+        """Make the kernel drop its cached entry `name` in `parent` (and what is below it).
+
+        Never from the loop's own thread: the kernel takes the directory's lock, which a
+        lookup waiting for this very loop may hold."""
+        assert threading.get_ident() != self._loop_thread, "forget_name() from the FUSE loop deadlocks"
+        try:
+            os.write(self.fd, fp.notify_inval_entry(parent, os.fsencode(name)))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF):  # ENOENT: not cached
+                log.warning("%s: invalidating %s failed: %s", self.name, name, exc)
 
     def _send(self, message: bytes) -> None:
         try:

@@ -156,6 +156,7 @@ class Daemon:
                 prepare_mountpoint(self.views.mountpoint)
                 views_session = Session(self._mount(self.views.mountpoint, "cgroupfs-views"), self.views,
                                         "cgroupfs-views", wanted_flags=VIEWS_FLAGS)
+                self.views.forget_name = views_session.forget_name
         except MountError as exc:
             raise StartupError(str(exc)) from None
         session = Session(self._mount(self.mountpoint, "cgroupfs"), self.operations, "cgroupfs",

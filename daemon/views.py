@@ -32,6 +32,7 @@ import re
 import stat
 import threading
 import time
+from typing import Callable
 
 from cgroupfs.cgroups import CgroupPaths, read_proc_cgroup
 from cgroupfs.errors import CgroupGone, ProcessGone
@@ -90,6 +91,11 @@ class Views:
         self._next_number = 1
         self._mount_time_ns = time.time_ns()
         self.renders = 0
+        # Session.forget_name of the connection serving the views, once it exists: a
+        # removed or replaced view's name must not stay in the kernel's dentry cache
+        # (its files' names are cached for an hour), or a container restarted under the
+        # same id would be handed the old view's nodes.
+        self.forget_name: Callable[[int, str], None] | None = None
 
     # -- the registry ---------------------------------------------------------
 
@@ -102,19 +108,32 @@ class Views:
         paths = read_proc_cgroup(pid, self.server.options.proc_root)
         with self._lock:
             existing = self._by_id.get(view_id)
-            if existing is None or existing.paths != paths or existing.pid != pid:
+            replaced = existing is not None and (existing.paths != paths or existing.pid != pid)
+            if existing is None or replaced:
                 if existing is not None:
                     del self._by_number[existing.number]
                 view = View(view_id, self._next_number, paths, pid)
                 self._next_number += 1
                 self._by_id[view_id] = self._by_number[view.number] = view
+        if replaced:
+            self._forget(view_id)
         return self.directory(view_id)
 
     def remove(self, view_id: str) -> None:
+        """Stop serving a view (its container is gone).  Not from the views loop."""
+        if self._drop(view_id):
+            self._forget(view_id)
+
+    def _drop(self, view_id: str) -> bool:
         with self._lock:
             view = self._by_id.pop(view_id, None)
             if view is not None:
                 del self._by_number[view.number]
+        return view is not None
+
+    def _forget(self, view_id: str) -> None:
+        if self.forget_name is not None:
+            self.forget_name(fp.ROOT_ID, view_id)
 
     def directory(self, view_id: str) -> str:
         return f"{self.mountpoint.rstrip('/')}/{view_id}"
@@ -203,7 +222,9 @@ class Views:
             limits, data = self.server.render_for(path, view.paths, view.pid)
         except (CgroupGone, ProcessGone):
             log.info("view %s: the container is gone; removing its view", view.id[:12])
-            self.remove(view.id)
+            if self._drop(view.id):
+                # We are the views loop: the kernel's entry is dropped from another thread.
+                threading.Thread(target=self._forget, args=(view.id,), name="views-forget", daemon=True).start()
             raise FuseError(errno.ENOENT) from None
         self.renders += 1
         if text is not None and text.data == data:

@@ -25,18 +25,22 @@ def our_identities(mountpoint: str) -> dict[str, tuple[str, str]]:
         return source_identities(mountpoint, CONTAINER_TARGETS, f.read())
 
 
-def injected_targets(pid: int, mountpoint: str, ours: dict[str, tuple[str, str]] | None = None) -> set[str]:
-    """Targets whose visible mount in the process's namespace is a live file of `mountpoint`."""
+def injected_targets(pid: int, mountpoint: str, ours: dict[str, tuple[str, str]] | None = None,
+                     container_id: str | None = None) -> set[str]:
+    """Targets whose visible mount in the process's namespace is a live file of `mountpoint`
+    or, given the container's id, of its view (the daemon's default views mount point)."""
     try:
         with open(f"/proc/{pid}/mountinfo") as f:
             tops = top_mounts(parse_mountinfo(f.read(), set(CONTAINER_TARGETS.values())))
     except (FileNotFoundError, ProcessLookupError):
         return set()
-    ours = ours or our_identities(mountpoint)
+    accepted = [ours or our_identities(mountpoint)]
+    if container_id is not None:
+        accepted.append(our_identities(f"{mountpoint.rstrip('/')}-views/{container_id}"))
     found = set()
     for relative, target in CONTAINER_TARGETS.items():
         top = tops.get(target)
-        if top is not None and (top.device, top.root) == ours[relative]:
+        if top is not None and any((top.device, top.root) == identities[relative] for identities in accepted):
             found.add(target)
     return found
 
@@ -46,8 +50,9 @@ def wait_injected(engine: DockerEngine, container: str, mountpoint: str, timeout
     timeout = scaled(timeout)
     started = time.monotonic()
     pid = engine.init_pid(container)
+    container_id = engine.cli("inspect", "-f", "{{.Id}}", container).stdout.strip()
     while True:
-        missing = set(CONTAINER_TARGETS.values()) - injected_targets(pid, mountpoint)
+        missing = set(CONTAINER_TARGETS.values()) - injected_targets(pid, mountpoint, container_id=container_id)
         if not missing:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:

@@ -134,7 +134,8 @@ def test_label_opt_out_is_never_touched(engine, cgroupfs_daemon, containers):
     control = containers("-m", "64m", IMAGE, *SLEEP)
     wait_injected(engine, control, cgroupfs_daemon.mountpoint)
     time.sleep(0.3)  # the opted-out one was handled first; give any straggler a moment
-    assert injected_targets(engine.init_pid(opted_out), cgroupfs_daemon.mountpoint) == set()
+    assert injected_targets(engine.init_pid(opted_out), cgroupfs_daemon.mountpoint,
+                            container_id=engine.inspect(opted_out)["Id"]) == set()
     assert memtotal_kb(read_in(engine, opted_out, "/proc/meminfo")) == host_memtotal_kb()
 
 
