@@ -47,7 +47,7 @@ TARGET_RSS_MB = 60.0                   # with 200 cgroups being read
 # CPU used by other processes during a run above which its numbers are flagged.
 NOISY_OTHER_LOAD_CORES = 0.25
 
-SOURCE_ORDER = ("native", "LXCFS", "cgroupfs")
+SOURCE_ORDER = ("native", "LXCFS", "cgroupfs", "views")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--files", default="meminfo,stat,cpuinfo",
                         help=f"comma-separated, from: {','.join(FILES)} (default meminfo,stat,cpuinfo)")
     parser.add_argument("--readers", default="1,4", help="concurrent reader counts (default 1,4)")
-    parser.add_argument("--sources", default="native,lxcfs,cgroupfs", help="which servers to measure")
+    parser.add_argument("--sources", default="native,lxcfs,cgroupfs,views", help="which servers to measure")
     parser.add_argument("--reader", choices=("c", "python"), default="c",
                         help="reader implementation (default c: least noise and least CPU per read)")
     parser.add_argument("--pin-cpu", type=int, default=None, metavar="CPU",
@@ -228,8 +228,8 @@ def measure_rss(args, command, cgroups: BenchCgroups, sources: dict, started: li
         children.append(cgroups.create_child(f"c{index:03d}", limit))
     rows = []
     for name, source in sources.items():
-        if not source.pid:
-            continue
+        if not source.pid or isinstance(source, server_kinds.ViewsServer):
+            continue  # native has no server; a views server serves one view, not 200 cgroups
         before = source.memory_kb()
         paths = [source.path(file) for file in FILES]
         start_ns = time.monotonic_ns() + int((0.5 + 0.01 * count) * 1e9)
@@ -426,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
                 sources[name] = Native()
             elif name == "LXCFS":
                 sources[name] = server_kinds.lxcfs(workdir)
+            elif name == "views":
+                # A view needs a member of the readers' cgroup: a sleeper, killed with the readers.
+                member = subprocess.Popen(["sleep", "infinity"], preexec_fn=cgroup.join)
+                started.append(member)
+                sources[name] = server_kinds.cgroupfs_views(workdir, member.pid, args.cache_ttl_ms)
             else:
                 sources[name] = server_kinds.cgroupfs(workdir, args.cache_ttl_ms, profile_path)
         for source in sources.values():

@@ -135,6 +135,21 @@ class FuseServer:
             subprocess.run(["umount", "-l", self.mountpoint], check=False)
 
 
+class ViewsServer(FuseServer):
+    """cgroupfs views (benchmarks/views_server.py): one view of the cgroup of `member_pid`."""
+
+    def path(self, file: str) -> str:
+        return os.path.join(self.mountpoint, "bench", FILES[file])
+
+
+def cgroupfs_views(workdir: str, member_pid: int, cache_ttl_ms: float | None = None) -> FuseServer:
+    mountpoint = os.path.join(workdir, "views")
+    command = [sys.executable, "-m", "benchmarks.views_server", mountpoint, str(member_pid)]
+    if cache_ttl_ms is not None:
+        command.append(str(cache_ttl_ms))
+    return ViewsServer("cgroupfs views", command, mountpoint, os.path.join(workdir, "views.log"))
+
+
 def lxcfs(workdir: str) -> FuseServer:
     binary = shutil.which("lxcfs") or "/usr/bin/lxcfs"
     if not os.path.exists(binary):
@@ -147,7 +162,7 @@ def lxcfs(workdir: str) -> FuseServer:
 
 def cgroupfs(workdir: str, cache_ttl_ms: float | None = None, profile_path: str | None = None) -> FuseServer:
     mountpoint = os.path.join(workdir, "cgroupfs")
-    args = ["daemon", "--mountpoint", mountpoint, "--no-docker", "--no-metrics", "--log-level", "warning"]
+    args = ["daemon", "--mountpoint", mountpoint, "--no-docker", "--no-metrics", "--no-views", "--log-level", "warning"]
     if cache_ttl_ms is not None:
         args += ["--cache-ttl-ms", str(cache_ttl_ms)]
     python = sys.executable  # the venv's python under `make bench`
