@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cgroupfs.errors import CgroupfsError
 from cgroupfs.fuse_ops import CgroupFsOperations
@@ -55,7 +55,6 @@ class DaemonConfig:
     metrics_address: str | None = None   # None: --no-metrics
     cache_ttl_s: float = 0.1
     cap_cpus_by_quota: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 class Daemon:

@@ -223,14 +223,7 @@ class Notifier:
         """READY=1 when the mount answers, then the watchdog, in a thread of its own."""
         if not self.enabled or self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, args=(True,), name="sd-notify", daemon=True)
-        self._thread.start()
-
-    def start_watchdog(self) -> None:
-        """The watchdog and STATUS= refresh alone, for a caller that sent READY=1 itself."""
-        if not self.enabled or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, args=(False,), name="sd-notify", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="sd-notify", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -242,8 +235,8 @@ class Notifier:
             self._socket.close()
             self._socket = None
 
-    def _run(self, send_ready: bool) -> None:
-        if send_ready and not self.ready():
+    def _run(self) -> None:
+        if not self.ready():
             return
         if self.watchdog_s is not None:
             # When systemd gives up on us (SIGABRT), the journal gets every thread's Python stack.

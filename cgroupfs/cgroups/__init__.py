@@ -53,10 +53,6 @@ class CgroupReader:
             raise CgroupGone(path)
         return version, ancestry(mount.directory, leaf)
 
-    def directory(self, controller: str, paths: CgroupPaths) -> str | None:
-        located = self._chain(controller, paths)
-        return None if located is None else located[1][-1]
-
     def is_root(self, paths: CgroupPaths) -> bool:
         """True when the process is in the root cgroup of every hierarchy (a host process)."""
         return all(p == "/" for p in paths.v1.values()) and paths.v2 in (None, "/")
