@@ -23,6 +23,7 @@ import requests.exceptions
 from cgroupfs.cgroups.membership import CgroupPaths, read_proc_cgroup
 from cgroupfs.errors import CgroupfsError
 from cgroupfs_daemon import inject
+from cgroupfs_daemon.options import DEFAULT_DOCKER_HOST
 from cgroupfs_daemon.stats import ContainerInfo, DaemonStats
 
 log = logging.getLogger("cgroupfs.docker")
@@ -55,7 +56,7 @@ def init_cgroup(pid: int) -> CgroupPaths | None:
 class DockerWatcher:
     def __init__(self, mountpoint: str, docker_host: str | None = None, stats: DaemonStats | None = None):
         self.mountpoint = os.path.abspath(mountpoint)
-        self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self.stats = stats if stats is not None else DaemonStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
