@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from cgroupfs.table import FILES
 from cgroupfs_daemon.config import ConfigError, read_settings, settle_exclusive
 from cgroupfs_daemon.options import (
-    DEFAULT_DOCKER_HOST, DEFAULT_METRICS_ADDRESS, DOCKER_HOST, MOUNTPOINT, NO_CPU_QUOTA_CAP, OPTIONS, add_options,
+    DEFAULT_DOCKER_HOST,
+    DEFAULT_METRICS_ADDRESS,
+    DOCKER_HOST,
+    MOUNTPOINT,
+    NO_CPU_QUOTA_CAP,
+    OPTIONS,
+    add_options,
 )
 
 

@@ -17,7 +17,8 @@ from cgroupfs_daemon.stats import LATENCY_BUCKETS_S, StatsSnapshot
 def cumulative_buckets(counts: Sequence[int]) -> list[tuple[str, float]]:
     """DaemonStats keeps a count per bucket (+Inf last); Prometheus wants running totals."""
     bounds = [repr(bound) for bound in LATENCY_BUCKETS_S] + ["+Inf"]
-    buckets, running = [], 0
+    buckets: list[tuple[str, float]] = []
+    running = 0
     for bound, count in zip(bounds, counts):
         running += count
         buckets.append((bound, running))

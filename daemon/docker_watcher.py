@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import docker.errors
 import requests.exceptions
+from docker.types.daemon import CancellableStream
 
 from cgroupfs.cgroups.membership import CgroupPaths, read_proc_cgroup
 from cgroupfs.errors import CgroupfsError
@@ -60,8 +61,9 @@ class DockerWatcher:
         self.stats = stats if stats is not None else DaemonStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._events = None  # the open event stream, closed by stop() to wake the thread
+        # Its threads start with the first injection.
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inject")
+        self._events: CancellableStream | None = None  # the open event stream, closed by stop() to wake the thread
         self._client: docker.DockerClient | None = None
         self._container_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -70,7 +72,6 @@ class DockerWatcher:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inject")
         self._thread = threading.Thread(target=self._run, name="docker-watcher", daemon=True)
         self._thread.start()
 
@@ -84,8 +85,7 @@ class DockerWatcher:
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         if self._client is not None:
             self._client.close()
 
@@ -123,20 +123,21 @@ class DockerWatcher:
         client = self._client
         client.ping()
         # Subscribe before the walk, so a container starting during the walk is not missed.
-        self._events = client.api.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
+        events = client.api.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
+        self._events = events
         if self._stop.is_set():
             return
         self.stats.docker_connected(True)
         log.info("connected to Docker at %s; checking every running container", self.docker_host)
         self._sweep(client)
-        for event in self._events:
+        for event in events:
             if self._stop.is_set():
                 return
             container_id = event.get("id") or event.get("Actor", {}).get("ID")
             if not container_id:
                 continue
             if event.get("Action") == "start":
-                self._pool.submit(self._handle, container_id, event.get("timeNano"))
+                self._pool.submit(self._handle, client, container_id, event.get("timeNano"))
             elif event.get("Action") == "die":
                 self._forget(container_id)
         if not self._stop.is_set():
@@ -148,7 +149,7 @@ class DockerWatcher:
         for info in self.stats.containers():
             if info.id not in running_ids:
                 self._forget(info.id)
-        futures = [self._pool.submit(self._handle, container_id, None) for container_id in running_ids]
+        futures = [self._pool.submit(self._handle, client, container_id, None) for container_id in running_ids]
         if not futures:
             return
         remaining = [len(futures)]
@@ -170,19 +171,19 @@ class DockerWatcher:
         with self._locks_guard:
             return self._container_locks.setdefault(container_id, threading.Lock())
 
-    def _handle(self, container_id: str, event_time_ns: int | None) -> None:
+    def _handle(self, client: docker.DockerClient, container_id: str, event_time_ns: int | None) -> None:
         """Inject or heal one container; every outcome logged and counted, none raised."""
         try:
             with self._lock_for(container_id):
-                self._handle_locked(container_id, event_time_ns)
+                self._handle_locked(client, container_id, event_time_ns)
         except Exception:
             self.stats.injection_failed()
             log.exception("container %s: injection failed unexpectedly", container_id[:12])
 
-    def _handle_locked(self, container_id: str, event_time_ns: int | None) -> None:
+    def _handle_locked(self, client: docker.DockerClient, container_id: str, event_time_ns: int | None) -> None:
         short_id = container_id[:12]
         try:
-            attrs = self._client.api.inspect_container(container_id)
+            attrs = client.api.inspect_container(container_id)
         except docker.errors.NotFound:
             log.debug("container %s vanished before it could be inspected", short_id)
             self.stats.injection_skipped()

@@ -37,7 +37,7 @@ def version_text() -> str:
         import mfusepy
 
         parts.append(f"libfuse {mfusepy.fuse_version_major}.{mfusepy.fuse_version_minor}")
-    except (ImportError, OSError, EnvironmentError):
+    except (ImportError, OSError):
         parts.append("libfuse not found")
     return f"cgroupfs {__version__} ({', '.join(parts)})"
 

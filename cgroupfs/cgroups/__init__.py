@@ -43,7 +43,7 @@ class CgroupReader:
             mount, path = self.hierarchy.v2, paths.v2
         else:
             mount = path = None
-        if mount is None or path is None:
+        if version is None or mount is None or path is None:
             if controller not in self._reported_missing:
                 self._reported_missing.add(controller)
                 log.warning("cgroup controller %r is not available; its values fall back to the host's", controller)

@@ -92,7 +92,8 @@ def test_docker_containers_get_one_path_in_every_hierarchy_and_win_over_served_e
     hierarchy = reader(HYBRID).hierarchy
     info = ContainerInfo(id="abc", name="/web", image="nginx:1",
                          cgroup=parse_proc_cgroup("4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n"))
-    on_the_host = ContainerInfo(id="host", name="/privileged", image="x", cgroup=parse_proc_cgroup("4:memory:/\n0::/\n"))
+    on_the_host = ContainerInfo(id="host", name="/privileged", image="x",
+                                cgroup=parse_proc_cgroup("4:memory:/\n0::/\n"))
     served_same = parse_proc_cgroup("4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n")
     served_other_old = parse_proc_cgroup("4:memory:/other\n1:cpu:/old\n0::/\n")
     served_other_new = parse_proc_cgroup("4:memory:/other\n1:cpu:/new\n0::/\n")
