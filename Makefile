@@ -14,7 +14,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) lxcfs
 
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-docker bench bench-docker deps-run deps-test deps-bench venv clean
+.PHONY: run lint test test-unit test-integration test-docker bench bench-docker deps-run deps-test deps-bench venv clean
 
 # Install the missing Debian packages among $(1); apt-get update only when something is missing.
 define apt_install
@@ -47,7 +47,17 @@ venv: $(VENV_STAMP)
 run: deps-run venv
 	$(VENV)/bin/cgroupfs daemon --mountpoint $(MOUNTPOINT) $(ARGS)
 
-test: deps-test venv
+# ruff and mypy (configured in pyproject.toml), both run, either failing fails.  mypy cannot
+# follow the editable install's import hook to daemon/: it finds cgroupfs_daemon through a
+# link in $(VENV)/mypy-path.
+lint: venv
+	@mkdir -p $(VENV)/mypy-path && ln -sfn $(CURDIR)/daemon $(VENV)/mypy-path/cgroupfs_daemon
+	@status=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "mypy"; MYPYPATH=$(VENV)/mypy-path $(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+test: deps-test venv lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -66,7 +76,7 @@ bench-docker: deps-test venv
 	$(VENV)/bin/python -m benchmarks.docker_inject $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
 
 # --- install as a service -------------------------------------------------------------
 # make install [PREFIX=/opt/cgroupfs] [SYSTEMD_DIR=...] [CONFIG_FILE=...] [BIN_DIR=...]: a

@@ -55,9 +55,14 @@ def wait_all_injected(pids: list[int], mountpoint: str, timeout: float) -> float
 
 def start_latencies(client: docker.DockerClient, mountpoint: str, count: int) -> list[float]:
     """Milliseconds from each container's start event to its files being in place."""
-    starts: "queue.Queue[dict]" = queue.Queue()
+    starts: queue.Queue[dict] = queue.Queue()
     events = client.api.events(decode=True, filters={"type": "container", "event": ["start"]})
-    threading.Thread(target=lambda: [starts.put(e) for e in events], daemon=True).start()
+
+    def follow() -> None:
+        for event in events:
+            starts.put(event)
+
+    threading.Thread(target=follow, daemon=True).start()
     latencies = []
     try:
         for index in range(count):
@@ -98,7 +103,7 @@ def heal_time(engine: DockerEngine, client: docker.DockerClient, daemon: DaemonP
     serving = time.monotonic()
     done = wait_all_injected(pids, daemon.mountpoint, timeout=60)
     # spot check what a container reads
-    assert memtotal_kb(read_in(engine, containers[0].name, "/proc/meminfo")) == 65536
+    assert memtotal_kb(read_in(engine, containers[0].short_id, "/proc/meminfo")) == 65536
     return done - spawned, done - serving
 
 

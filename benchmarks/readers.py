@@ -50,7 +50,7 @@ class Histogram:
     def add(self, lower_ns: int, count: int) -> None:
         self.counts[lower_ns] = self.counts.get(lower_ns, 0) + count
 
-    def merge(self, other: "Histogram") -> None:
+    def merge(self, other: Histogram) -> None:
         for lower, count in other.counts.items():
             self.add(lower, count)
 
@@ -66,7 +66,7 @@ class Histogram:
         wanted = fraction * total
         seen = 0
         ordered = sorted(self.counts)
-        for index, lower in enumerate(ordered):
+        for lower in ordered:
             seen += self.counts[lower]
             if seen >= wanted:
                 width = 100 if lower < 10_000_000 else 10_000

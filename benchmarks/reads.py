@@ -33,7 +33,13 @@ import time
 from benchmarks import servers as server_kinds
 from benchmarks.cgroups import BenchCgroups, Cgroup, CgroupSetupError
 from benchmarks.readers import (
-    Histogram, LoopResult, ReaderError, machine_busy_seconds, read_once_in, reader_command, run_loop,
+    Histogram,
+    LoopResult,
+    ReaderError,
+    machine_busy_seconds,
+    read_once_in,
+    reader_command,
+    run_loop,
     start_rounds,
 )
 from benchmarks.servers import FILES, Native, ServerError, fuse_mounted_at
@@ -126,7 +132,8 @@ def summarize(source: str, file: str, runs: list[LoopResult]) -> dict:
     for run in runs:
         histogram.merge(run.output.histogram)
     reads = sum(run.output.reads for run in runs)
-    server_cpu = None if runs[0].server_cpu_s is None else sum(run.server_cpu_s for run in runs)
+    server_cpus = [run.server_cpu_s for run in runs if run.server_cpu_s is not None]
+    server_cpu = sum(server_cpus) if len(server_cpus) == len(runs) else None
     rates = [run.output.reads / run.seconds for run in runs]
     return {
         "file": file,
@@ -274,7 +281,9 @@ def compare_readers(args, cgroup: Cgroup, sources: dict, workdir: str, started: 
                     runs.append(run_loop(command, source.path("meminfo"), readers, args.duration,
                                          args.warmup, cgroup, server_cpu=server_cpu, started=started))
                 rates = [run.output.reads / run.seconds for run in runs]
-                p99s = [run.output.histogram.percentile_us(0.99) for run in runs]
+                p99s = [p99 for run in runs if (p99 := run.output.histogram.percentile_us(0.99)) is not None]
+                if len(p99s) < len(runs):
+                    raise RuntimeError(f"{name}: a round with {readers} {kind} reader(s) read nothing")
                 row = {
                     "server": name, "readers": readers, "reader": kind,
                     "reads_per_s_mean": statistics.mean(rates),

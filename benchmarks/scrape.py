@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,6 +155,8 @@ def run(count: int, scrapes: int, mode: str) -> int:
                 [sys.executable, "-m", "benchmarks.scrape", "--serve-component", str(port),
                  *(str(p.pid) for p in sleepers)],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if exporter is None:
+            raise ValueError(f"unknown mode {mode!r}")
         wanted = {cgroup.path for cgroup in cgroups}
 
         def all_exported():

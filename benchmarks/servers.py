@@ -114,11 +114,16 @@ class FuseServer:
         except OSError:
             return "(no log)"
 
+    def _started_pid(self) -> int:
+        if self.pid is None:
+            raise ServerError(f"{self.name} was not started")
+        return self.pid
+
     def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
+        return process_cpu_seconds(self._started_pid())
 
     def memory_kb(self) -> dict[str, int]:
-        return process_memory_kb(self.pid)
+        return process_memory_kb(self._started_pid())
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL; then make sure nothing stays mounted."""

@@ -257,7 +257,7 @@ def memtotal_kb(text: str) -> int | None:
     return None
 
 
-def churn_cgroups(run: "Run", stop: threading.Event) -> None:
+def churn_cgroups(run: Run, stop: threading.Event) -> None:
     rng = random.Random(os.getpid())
     meminfo = os.path.join(run.mountpoint, "proc/meminfo")
     stat = os.path.join(run.mountpoint, "proc/stat")
@@ -287,7 +287,7 @@ def churn_cgroups(run: "Run", stop: threading.Event) -> None:
             run.churn.cgroups += 1
 
 
-def churn_containers(run: "Run", stop: threading.Event) -> None:
+def churn_containers(run: Run, stop: threading.Event) -> None:
     rng = random.Random(os.getpid() + 1)
     flags = docker_volume_flags(run.mountpoint)
     while not stop.is_set():
@@ -360,6 +360,8 @@ class Run:
         return daemon
 
     def docker(self, *args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        if self.docker_host is None:
+            raise RuntimeError("this run has no Docker engine")
         env = dict(os.environ, DOCKER_HOST=self.docker_host)
         return subprocess.run(["docker", *args], env=env, capture_output=True, text=input is None,
                               input=input, timeout=timeout)
@@ -490,8 +492,9 @@ def service_time_buckets(exposition: str) -> dict[str, int]:
     for line in exposition.splitlines():
         if line.startswith("cgroupfs_fuse_request_duration_seconds_bucket{"):
             labels, _, value = line.rpartition(" ")
-            le = re.search(r'[{,]le="([^"]*)"', labels).group(1)
-            buckets[le] = buckets.get(le, 0) + int(float(value))
+            le = re.search(r'[{,]le="([^"]*)"', labels)
+            if le is not None:
+                buckets[le.group(1)] = buckets.get(le.group(1), 0) + int(float(value))
     return dict(sorted(buckets.items(), key=lambda item: float(item[0])))
 
 
@@ -517,6 +520,9 @@ def soak(run: Run, mode: Mode, readers_per_cgroup: int, reader_cgroup_count: int
         extra += ["--docker-host", run.docker_host]
         run.build_image()
     daemon = run.start_daemon("mnt", *extra, nice=nice, cpu_weight=cpu_weight)
+    process = daemon.process
+    if process is None:
+        raise RuntimeError("the daemon was not started")
     sampler = Sampler(daemon.pid, run.base)
     sampler.start()
     cgroups = reader_cgroups(run, reader_cgroup_count)
@@ -534,7 +540,7 @@ def soak(run: Run, mode: Mode, readers_per_cgroup: int, reader_cgroup_count: int
     started = sampler.started
     deadline = started + mode.duration_s
     while time.monotonic() < deadline:
-        if daemon.process.poll() is not None:
+        if process.poll() is not None:
             break
         time.sleep(1)
         elapsed = time.monotonic() - started
@@ -566,7 +572,7 @@ def soak(run: Run, mode: Mode, readers_per_cgroup: int, reader_cgroup_count: int
     for worker in workers:
         worker.join(timeout=120)
     sampler.stop_event.set()
-    daemon_alive = daemon.process.poll() is None
+    daemon_alive = process.poll() is None
     reads = sum(s["reads"] for s in summaries)
     failed = sum(s["failures"] for s in summaries) + probe_summary["failures"] + run.churn.failures
     slowest = max(summaries, key=lambda s: s["slowest_s"])
@@ -733,10 +739,11 @@ def print_report(report: dict, missed: list[str]) -> None:
         print(f"  slowest read of the probe (one read every {PROBE_PAUSE_S * 1000:.0f} ms at nice {PROBE_NICE}, "
               f"{s['probe_reads']} reads): {s['slowest_read_ms']} ms ({s['slowest_file']}); "
               f"buckets (ms, upper bounds): {s['probe_latency_buckets_ms']}")
-        print(f"  slowest read of the 16 readers (their own wait for a cpu included): {s['readers_slowest_read_ms']} ms "
-              f"({s['readers_slowest_file']}); buckets: {s['latency_buckets_ms']}")
-        print(f"  daemon niceness {s['daemon_nice']}, cpu weight {s['daemon_cpu_weight'] or 'unchanged'}; its FUSE loop ran {s['loop_on_cpu_s']} s on a cpu and "
-              f"waited {s['loop_waiting_for_cpu_s']} s for one (runnable, another task running)")
+        print(f"  slowest read of the 16 readers (their own wait for a cpu included): "
+              f"{s['readers_slowest_read_ms']} ms ({s['readers_slowest_file']}); buckets: {s['latency_buckets_ms']}")
+        print(f"  daemon niceness {s['daemon_nice']}, cpu weight {s['daemon_cpu_weight'] or 'unchanged'}; "
+              f"its FUSE loop ran {s['loop_on_cpu_s']} s on a cpu and waited {s['loop_waiting_for_cpu_s']} s "
+              "for one (runnable, another task running)")
         print(f"  the daemon's own time per open (cumulative, s): {s['daemon_service_time_buckets_s']}")
         print(f"  daemon CPU: {s['daemon_cpu_ms_per_1000_reads']} ms per 1000 reads; host load average "
               f"{s['host_load_average'][0]} at the start, {s['host_load_average'][1]} at the end")

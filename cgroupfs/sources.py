@@ -11,8 +11,8 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cgroupfs.cgroups import CgroupPaths, CgroupReader
 from cgroupfs.cgroups.model import CpuStats, CpusetInfo, IoStats, MemoryStats
@@ -72,14 +72,14 @@ class NamespaceInits:
                     return start
             except ProcessGone:
                 pass
-        init_pid = find_namespace_init(pid, candidates(), self.proc_root)
-        if init_pid is None:
+        found = find_namespace_init(pid, candidates(), self.proc_root)
+        if found is None:
             return None
-        start = read_task_stat(init_pid, self.proc_root).start_time_ticks
+        start = read_task_stat(found, self.proc_root).start_time_ticks
         with self._lock:
             if len(self._by_namespace) > 4096:
                 self._by_namespace.clear()
-            self._by_namespace[namespace] = (init_pid, start)
+            self._by_namespace[namespace] = (found, start)
         return start
 
 

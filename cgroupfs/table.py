@@ -8,8 +8,8 @@ ReaderSources and calls the pure renderer; when the cgroup has nothing to say
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cgroupfs.files import cpu_online, cpuinfo, diskstats, loadavg, meminfo, stat, swaps, uptime
 from cgroupfs.sources import ReaderSources

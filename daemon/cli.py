@@ -10,12 +10,19 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
-from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.table import FILES
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-DEFAULT_METRICS_ADDRESS = "127.0.0.1:9477"
+from cgroupfs_daemon.config import ConfigError, read_settings, settle_exclusive
+from cgroupfs_daemon.options import (
+    DEFAULT_DOCKER_HOST,
+    DEFAULT_METRICS_ADDRESS,
+    DOCKER_HOST,
+    MOUNTPOINT,
+    NO_CPU_QUOTA_CAP,
+    OPTIONS,
+    add_options,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,49 +40,47 @@ def file_name(value: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown file {value!r}; choose from: " + ", ".join(FILES))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(configured: Mapping[str, object] | None = None) -> argparse.ArgumentParser:
+    """The command line; `configured` (option dest -> value) replaces the table's defaults."""
+    configured = configured or {}
     parser = _Parser(prog="cgroupfs", description="Container-accurate /proc and /sys files over FUSE.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     daemon = sub.add_parser("daemon", help="mount the filesystem and serve until SIGTERM/SIGINT")
-    daemon.add_argument("--mountpoint", default=DEFAULT_MOUNTPOINT)
-    docker = daemon.add_mutually_exclusive_group()
-    docker.add_argument("--docker-host", default=None,
-                        help="Docker engine URL (default: $DOCKER_HOST or unix:///var/run/docker.sock)")
-    docker.add_argument("--no-docker", action="store_true", help="do not watch Docker")
-    metrics = daemon.add_mutually_exclusive_group()
-    metrics.add_argument("--metrics-address", default=None, help=f"HOST:PORT (default {DEFAULT_METRICS_ADDRESS})")
-    metrics.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
-    daemon.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
-    daemon.add_argument("--cache-ttl-ms", type=float, default=100.0,
-                        help="how long rendered content is reused per cgroup (0 disables)")
-    daemon.add_argument("--no-cpu-quota-cap", action="store_true",
-                        help="show the whole cpuset even when a CPU quota allows fewer cpus")
-    views = daemon.add_mutually_exclusive_group()
-    views.add_argument("--views-mountpoint", default="",
-                       help="where the per-container views are mounted (default: MOUNTPOINT-views)")
-    views.add_argument("--no-views", action="store_true",
-                       help="no views: the Docker watcher injects the per-reader files")
+    add_options(daemon, OPTIONS, configured)
 
     show = sub.add_parser("show", help="print what a process or container would read, without FUSE")
     show.add_argument("file", type=file_name, help="meminfo, cpuinfo, stat, diskstats, uptime, loadavg, swaps, online")
     target = show.add_mutually_exclusive_group()
     target.add_argument("--pid", type=int, default=None)
     target.add_argument("--container", default=None, help="Docker container name or id")
-    show.add_argument("--docker-host", default=None)
-    show.add_argument("--no-cpu-quota-cap", action="store_true")
+    add_options(show, (DOCKER_HOST, NO_CPU_QUOTA_CAP), configured)
 
     flags = sub.add_parser("flags", help="print the `docker run` -v flags that bind the files")
-    flags.add_argument("--mountpoint", default=DEFAULT_MOUNTPOINT)
+    add_options(flags, (MOUNTPOINT,), configured)
 
     docker_run = sub.add_parser("docker", help="`cgroupfs docker run ARGS...`: docker run with the flags added")
-    docker_run.add_argument("--mountpoint", default=DEFAULT_MOUNTPOINT)
+    add_options(docker_run, (MOUNTPOINT,), configured)
     docker_run.add_argument("docker_args", nargs=argparse.REMAINDER)
 
     sub.add_parser("version", help="print the version")
     status = sub.add_parser("status", help="is it mounted, which cgroup mode, Docker, metrics")
-    status.add_argument("--mountpoint", default=DEFAULT_MOUNTPOINT)
+    add_options(status, (MOUNTPOINT,), configured)
     return parser
+
+
+def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ,
+               config_path: str | None = None) -> argparse.Namespace:
+    """The command line over the settings: /etc/default/cgroupfs (or $CGROUPFS_CONFIG), then
+    CGROUPFS_* variables, give the defaults; flags on the command line win."""
+    try:
+        settings = read_settings(environ, config_path)
+    except ConfigError as exc:
+        build_parser().error(str(exc))
+    configured = {dest: setting.value for dest, setting in settings.items()}
+    args = build_parser(configured).parse_args(argv)
+    settle_exclusive(args, configured)
+    return args
 
 
 def configure_logging(level: str) -> None:
@@ -100,11 +105,11 @@ def cmd_daemon(args) -> int:
     config = DaemonConfig(
         mountpoint=args.mountpoint,
         docker_host=None if args.no_docker else (args.docker_host or os.environ.get("DOCKER_HOST")
-                                                  or "unix:///var/run/docker.sock"),
+                                                  or DEFAULT_DOCKER_HOST),
         metrics_address=None if args.no_metrics else (args.metrics_address or DEFAULT_METRICS_ADDRESS),
         cache_ttl_s=max(0.0, args.cache_ttl_ms) / 1000.0,
         cap_cpus_by_quota=not args.no_cpu_quota_cap,
-        views_mountpoint=None if args.no_views else args.views_mountpoint,
+        views_mountpoint=None if args.no_views else (args.views_mountpoint or ""),
     )
     try:
         daemon = Daemon(config)
@@ -176,11 +181,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cgroupfs_daemon.config import parse_args_with_config
-
-    # Defaults come from /etc/default/cgroupfs (or $CGROUPFS_CONFIG) and CGROUPFS_* variables;
-    # flags on the command line win.
-    args = parse_args_with_config(build_parser(), argv)
+    args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

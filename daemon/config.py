@@ -1,9 +1,9 @@
-"""Settings from /etc/default/cgroupfs: every command-line option, as a CGROUPFS_* variable.
+"""Settings from /etc/default/cgroupfs: every option of the daemon, as a CGROUPFS_* variable.
 
 The option `--docker-host` is `CGROUPFS_DOCKER_HOST`, `--no-docker` is
-`CGROUPFS_NO_DOCKER=yes`: the name is the option's argparse destination,
-upper-cased, after `CGROUPFS_`, so a new flag is configurable without touching
-this module.  The values become the parser's defaults; precedence, lowest first:
+`CGROUPFS_NO_DOCKER=yes`: the options and their names are the table in
+cgroupfs_daemon.options.  The values become the parser's defaults; precedence,
+lowest first:
 
     built-in default < the file < the process environment < the command line
 
@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cgroupfs_daemon.options import OPTIONS, PREFIX, Option
 
 DEFAULT_CONFIG_PATH = "/etc/default/cgroupfs"
 CONFIG_PATH_ENVIRONMENT = "CGROUPFS_CONFIG"
-PREFIX = "CGROUPFS_"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRUE = {"1", "yes", "true", "on"}
@@ -67,7 +70,7 @@ def _unquote(value: str, where: str) -> str:
     return value
 
 
-def config_path(environ=os.environ, path: str | None = None) -> str:
+def config_path(environ: Mapping[str, str] = os.environ, path: str | None = None) -> str:
     return path or environ.get(CONFIG_PATH_ENVIRONMENT) or DEFAULT_CONFIG_PATH
 
 
@@ -83,111 +86,80 @@ def read_config(path: str) -> dict[str, str]:
     return parse_environment_file(text, path)
 
 
-def setting_name(action: argparse.Action) -> str:
-    return PREFIX + action.dest.upper()
+@dataclass(frozen=True)
+class Setting:
+    value: object   # converted as the flag would convert it
+    source: str     # "environment variable NAME" or "PATH: NAME", for messages
 
 
-def _parsers(parser: argparse.ArgumentParser):
-    """The parser and every sub-command parser under it."""
-    yield parser
-    for action in parser._actions:  # argparse has no public way to walk sub-commands
-        if isinstance(action, argparse._SubParsersAction):
-            for child in dict.fromkeys(action.choices.values()):  # aliases repeat a parser
-                yield from _parsers(child)
-
-
-def _configurable(action: argparse.Action) -> bool:
-    return bool(action.option_strings) and action.dest not in (argparse.SUPPRESS, "help") and isinstance(
-        action, (argparse._StoreAction, argparse._StoreTrueAction, argparse._StoreFalseAction))
-
-
-def _convert(action: argparse.Action, raw: str, where: str):
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+def _convert(option: Option, raw: str, where: str) -> object:
+    if option.switch:
         word = raw.strip().lower()
         if word not in _TRUE | _FALSE:
             raise ConfigError(f"{where}: expected yes or no, got {raw!r}")
-        enabled = word in _TRUE
-        return enabled if isinstance(action, argparse._StoreTrueAction) else not enabled
-    value = raw
-    if action.type is not None:
+        return word in _TRUE
+    value: object = raw
+    if option.type is not None:
         try:
-            value = action.type(raw)
+            value = option.type(raw)
         except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
             raise ConfigError(f"{where}: invalid value {raw!r} ({exc})") from None
-    if action.choices is not None and value not in action.choices:
-        raise ConfigError(f"{where}: {raw!r} is not one of {', '.join(map(str, action.choices))}")
+    if option.choices is not None and value not in option.choices:
+        raise ConfigError(f"{where}: {raw!r} is not one of {', '.join(option.choices)}")
     return value
 
 
-def apply_config_defaults(parser: argparse.ArgumentParser, environ=os.environ,
-                          path: str | None = None) -> dict[str, str]:
-    """Set the defaults of `parser` (and its sub-commands) from the file and the environment.
+def read_settings(environ: Mapping[str, str] = os.environ, path: str | None = None) -> dict[str, Setting]:
+    """Option dest -> its configured value, for the options set in the environment or the file.
 
-    Returns NAME -> where it came from, for the settings applied.  Raises ConfigError
-    for an unreadable or malformed file, a bad value, or an unknown CGROUPFS_ name
-    in the file (a typo would otherwise be silently ignored).
+    Raises ConfigError for an unreadable or malformed file, a bad value, two
+    options that exclude each other, or an unknown CGROUPFS_ name in the file (a
+    typo would otherwise be silently ignored).
     """
     path = config_path(environ, path)
     file_settings = read_config(path)
-    applied: dict[str, str] = {}
-    known: set[str] = set()
-    for each in _parsers(parser):
-        for action in each._actions:
-            if not _configurable(action):
-                continue
-            name = setting_name(action)
-            known.add(name)
-            if name in environ:
-                raw, where = environ[name], f"environment variable {name}"
-            elif name in file_settings:
-                raw, where = file_settings[name], f"{path}: {name}"
-            else:
-                continue
-            if not hasattr(action, "_cgroupfs_builtin_default"):
-                action._cgroupfs_builtin_default = action.default
-            action.default = _convert(action, raw, where)
-            applied[name] = where
+    settings: dict[str, Setting] = {}
+    for option in OPTIONS:
+        name = option.setting
+        if name in environ:
+            raw, where = environ[name], f"environment variable {name}"
+        elif name in file_settings:
+            raw, where = file_settings[name], f"{path}: {name}"
+        else:
+            continue
+        settings[option.dest] = Setting(_convert(option, raw, where), where)
     # Environment-only variables (CGROUPFS_CONFIG, CGROUPFS_STATE_FILE, the test hook) are unknown here too.
+    known = {option.setting for option in OPTIONS}
     unknown = sorted(n for n in file_settings if n.startswith(PREFIX) and n not in known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
-    for each in _parsers(parser):
-        for group in each._mutually_exclusive_groups:
-            configured = [a for a in group._group_actions if setting_name(a) in applied
-                          and a.default != getattr(a, "_cgroupfs_builtin_default", a.default)]
-            if len(configured) > 1:
-                raise ConfigError(" and ".join(applied[setting_name(a)] for a in configured) + " exclude each other")
-    return applied
+    for group in _exclusive_groups():
+        configured = [o for o in group if o.dest in settings and settings[o.dest].value != o.default]
+        if len(configured) > 1:
+            raise ConfigError(" and ".join(settings[o.dest].source for o in configured) + " exclude each other")
+    return settings
 
 
-def _settle_exclusive_groups(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A flag given on the command line wins over a configured member of its exclusive group.
+def _exclusive_groups() -> list[list[Option]]:
+    groups: dict[str, list[Option]] = {}
+    for option in OPTIONS:
+        if option.exclusive:
+            groups.setdefault(option.exclusive, []).append(option)
+    return list(groups.values())
+
+
+def settle_exclusive(args: argparse.Namespace, configured: Mapping[str, object]) -> None:
+    """A flag given on the command line wins over a configured option it excludes.
 
     (`CGROUPFS_NO_DOCKER=yes` in the file and `--docker-host URL` on the command
-    line mean Docker at URL.)  argparse already refuses two members on the command
-    line, so at most one member differs from its (configured) default.
+    line mean Docker at URL.)  `configured` is what the parser took as defaults;
+    argparse already refuses two of a group on the command line, so at most one
+    differs from its default.
     """
-    for group in parser._mutually_exclusive_groups:
-        given = [a for a in group._group_actions if getattr(args, a.dest, a.default) != a.default]
-        if len(given) != 1:
-            continue
-        for action in group._group_actions:
-            if action is not given[0] and hasattr(action, "_cgroupfs_builtin_default"):
-                setattr(args, action.dest, action._cgroupfs_builtin_default)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and action.dest != argparse.SUPPRESS:
-            chosen = action.choices.get(getattr(args, action.dest, None))
-            if chosen is not None:
-                _settle_exclusive_groups(chosen, args)
-
-
-def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None,
-                           environ=os.environ, path: str | None = None) -> argparse.Namespace:
-    """parser.parse_args(argv) with defaults from the configuration; errors exit via parser.error."""
-    try:
-        apply_config_defaults(parser, environ, path)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    args = parser.parse_args(argv)
-    _settle_exclusive_groups(parser, args)
-    return args
+    for group in _exclusive_groups():
+        present = [o for o in group if hasattr(args, o.dest)]  # the chosen command's
+        given = [o for o in present if getattr(args, o.dest) != configured.get(o.dest, o.default)]
+        if len(given) == 1:
+            for option in present:
+                if option is not given[0]:
+                    setattr(args, option.dest, option.default)

@@ -1,6 +1,6 @@
 """Which cgroups the metrics export, and one read of each per scrape.
 
-Targets are the Docker containers the watcher knows (DaemonStats.containers) and
+Targets are the Docker containers the watcher knows (DaemonStats.containers()) and
 the cgroups the filesystem served recently (DaemonStats.note_served).  Reads go
 straight to the cgroup hierarchy through CgroupReader and to /proc/<pid>/stat,
 never through the daemon's own mount.  A cgroup that vanished raises CgroupGone
@@ -59,14 +59,12 @@ class ContainerSnapshot:
 
 
 def uses_v1_id(hierarchy: Hierarchy) -> bool:
-    """Whether a cgroup is named by its memory v1 path (v1, hybrid) or its v2 path.
-
-    The Docker watcher keys DaemonStats.containers the same way, so both lists meet.
-    """
+    """Whether a cgroup is named by its memory v1 path (v1, hybrid) or its v2 path."""
     return "memory" in hierarchy.v1 or hierarchy.v2 is None
 
 
 def cgroup_id(hierarchy: Hierarchy, paths: CgroupPaths) -> str | None:
+    """The one name of a cgroup in the metrics (their `id` label), for containers and served cgroups alike."""
     return paths.v1.get("memory") if uses_v1_id(hierarchy) else paths.v2
 
 
@@ -79,7 +77,7 @@ def uniform_paths(hierarchy: Hierarchy, cgroup_path: str) -> CgroupPaths:
 
 
 def list_targets(
-    hierarchy: Hierarchy, containers: dict[str, ContainerInfo], served: list[CgroupPaths],
+    hierarchy: Hierarchy, containers: list[ContainerInfo], served: list[CgroupPaths],
 ) -> list[Target]:
     """Docker containers first, then served cgroups not already listed; one target per id.
 
@@ -87,8 +85,9 @@ def list_targets(
     same cgroup seen with other paths in another hierarchy) replaces an earlier one.
     """
     targets: dict[str, Target] = {}
-    for cgroup_path, info in containers.items():
-        if cgroup_path != "/":
+    for info in containers:
+        cgroup_path = cgroup_id(hierarchy, info.cgroup)
+        if cgroup_path is not None and cgroup_path != "/":
             targets[cgroup_path] = Target(cgroup_path, uniform_paths(hierarchy, cgroup_path), container=info)
     for paths in served:
         identity = cgroup_id(hierarchy, paths)

@@ -11,8 +11,7 @@ import shutil
 import sys
 
 from cgroupfs.layout import CONTAINER_TARGETS, docker_volume_flags
-
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+from cgroupfs_daemon.options import DEFAULT_DOCKER_HOST
 
 
 def missing_sources(mountpoint: str) -> list[str]:

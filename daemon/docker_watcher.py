@@ -19,10 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import docker.errors
 import requests.exceptions
+from docker.types.daemon import CancellableStream
 
-from cgroupfs.cgroups.membership import read_proc_cgroup
+from cgroupfs.cgroups.membership import CgroupPaths, read_proc_cgroup
 from cgroupfs.errors import CgroupfsError, ProcessGone
 from cgroupfs_daemon import inject
+from cgroupfs_daemon.options import DEFAULT_DOCKER_HOST
 from cgroupfs_daemon.stats import ContainerInfo, DaemonStats
 from cgroupfs_daemon.views import Views
 
@@ -45,18 +47,12 @@ def opted_out(labels: dict[str, str] | None) -> bool:
     return (labels or {}).get(OPT_OUT_LABEL, "").strip().lower() in ("false", "0", "no", "off")
 
 
-def cgroup_key(pid: int) -> str | None:
-    """The container's cgroup path as the metrics exporter keys it (memory v1, else v2)."""
+def init_cgroup(pid: int) -> CgroupPaths | None:
+    """The cgroups of the container's init (the metrics exporter names the container after them)."""
     try:
-        paths = read_proc_cgroup(pid)
+        return read_proc_cgroup(pid)
     except (CgroupfsError, OSError):  # gone or exiting: nothing to label
         return None
-    return paths.v1.get("memory") or paths.v2
-
-
-def _bump(stats: DaemonStats, name: str, amount: int = 1) -> None:
-    with stats.lock:
-        setattr(stats, name, getattr(stats, name) + amount)
 
 
 class DockerWatcher:
@@ -66,22 +62,21 @@ class DockerWatcher:
         # With views, each container gets its own directory of the views mount (read from
         # the page cache); without, the shared per-reader files of `mountpoint`.
         self.views = views
-        self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self.stats = stats if stats is not None else DaemonStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._events = None  # the open event stream, closed by stop() to wake the thread
+        # Its threads start with the first injection.
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inject")
+        self._events: CancellableStream | None = None  # the open event stream, closed by stop() to wake the thread
         self._client: docker.DockerClient | None = None
         self._container_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._cgroup_of: dict[str, str] = {}  # container id -> key in stats.containers
         self._ours: dict[str, tuple[str, str]] | None = None  # inject.own_identities(), once
 
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="inject")
         self._thread = threading.Thread(target=self._run, name="docker-watcher", daemon=True)
         self._thread.start()
 
@@ -95,8 +90,7 @@ class DockerWatcher:
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         if self._client is not None:
             self._client.close()
 
@@ -122,7 +116,7 @@ class DockerWatcher:
                 failures += 1
                 log.exception("Docker watcher failed; reconnecting")
             finally:
-                self._set_connected(False)
+                self.stats.docker_connected(False)
                 self._events = None
             if failures:
                 self._stop.wait(backoff)
@@ -134,20 +128,21 @@ class DockerWatcher:
         client = self._client
         client.ping()
         # Subscribe before the walk, so a container starting during the walk is not missed.
-        self._events = client.api.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
+        events = client.api.events(decode=True, filters={"type": "container", "event": ["start", "die"]})
+        self._events = events
         if self._stop.is_set():
             return
-        self._set_connected(True)
+        self.stats.docker_connected(True)
         log.info("connected to Docker at %s; checking every running container", self.docker_host)
         self._sweep(client)
-        for event in self._events:
+        for event in events:
             if self._stop.is_set():
                 return
             container_id = event.get("id") or event.get("Actor", {}).get("ID")
             if not container_id:
                 continue
             if event.get("Action") == "start":
-                self._pool.submit(self._handle, container_id, event.get("timeNano"))
+                self._pool.submit(self._handle, client, container_id, event.get("timeNano"))
             elif event.get("Action") == "die":
                 self._forget(container_id)
                 if self.views is not None:
@@ -158,10 +153,10 @@ class DockerWatcher:
     def _sweep(self, client: docker.DockerClient) -> None:
         started = time.monotonic()
         running_ids = {entry["Id"] for entry in client.api.containers(quiet=True)}
-        for container_id in list(self._cgroup_of):
-            if container_id not in running_ids:
-                self._forget(container_id)
-        futures = [self._pool.submit(self._handle, container_id, None) for container_id in running_ids]
+        for info in self.stats.containers():
+            if info.id not in running_ids:
+                self._forget(info.id)
+        futures = [self._pool.submit(self._handle, client, container_id, None) for container_id in running_ids]
         if not futures:
             return
         remaining = [len(futures)]
@@ -177,32 +172,28 @@ class DockerWatcher:
         for future in futures:
             future.add_done_callback(one_done)
 
-    def _set_connected(self, connected: bool) -> None:
-        with self.stats.lock:
-            self.stats.docker_connected = connected
-
     # -- one container --------------------------------------------------------------
 
     def _lock_for(self, container_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._container_locks.setdefault(container_id, threading.Lock())
 
-    def _handle(self, container_id: str, event_time_ns: int | None) -> None:
+    def _handle(self, client: docker.DockerClient, container_id: str, event_time_ns: int | None) -> None:
         """Inject or heal one container; every outcome logged and counted, none raised."""
         try:
             with self._lock_for(container_id):
-                self._handle_locked(container_id, event_time_ns)
+                self._handle_locked(client, container_id, event_time_ns)
         except Exception:
-            _bump(self.stats, "injections_failed")
+            self.stats.injection_failed()
             log.exception("container %s: injection failed unexpectedly", container_id[:12])
 
-    def _handle_locked(self, container_id: str, event_time_ns: int | None) -> None:
+    def _handle_locked(self, client: docker.DockerClient, container_id: str, event_time_ns: int | None) -> None:
         short_id = container_id[:12]
         try:
-            attrs = self._client.api.inspect_container(container_id)
+            attrs = client.api.inspect_container(container_id)
         except docker.errors.NotFound:
             log.debug("container %s vanished before it could be inspected", short_id)
-            _bump(self.stats, "injections_skipped")
+            self.stats.injection_skipped()
             return
         name = attrs.get("Name", "").lstrip("/") or short_id
         who = f"{name} ({short_id})"
@@ -210,12 +201,14 @@ class DockerWatcher:
         pid = state.get("Pid") or 0
         if not state.get("Running") or pid <= 0:
             log.info("container %s exited before injection; nothing to do", who)
-            _bump(self.stats, "injections_skipped")
+            self.stats.injection_skipped()
             return
         config = attrs.get("Config") or {}
         labels = config.get("Labels") or {}
-        self._track(container_id, pid, ContainerInfo(
-            id=container_id, name=name, image=config.get("Image", ""), labels=dict(labels), init_pid=pid))
+        cgroup = init_cgroup(pid)
+        if cgroup is not None:
+            self.stats.container_tracked(ContainerInfo(id=container_id, name=name, image=config.get("Image", ""),
+                                                       labels=dict(labels), init_pid=pid, cgroup=cgroup))
         if opted_out(labels):
             log.info("container %s has %s=%s; not injecting", who, OPT_OUT_LABEL, labels[OPT_OUT_LABEL])
             return
@@ -231,12 +224,12 @@ class DockerWatcher:
                 results = inject.inject(pid, source, ours=ours)
             except inject.ContainerGone:
                 log.info("container %s exited during injection; nothing to do", who)
-                _bump(self.stats, "injections_skipped")
+                self.stats.injection_skipped()
                 self._forget(container_id)
                 return
             except inject.InjectionRefused as exc:
                 log.error("container %s: not injecting: %s", who, exc)
-                _bump(self.stats, "injections_failed")
+                self.stats.injection_failed()
                 return
             for result in results:  # a retry finds earlier successes "present": keep those
                 if result.outcome != "present" or result.target not in outcomes:
@@ -277,9 +270,9 @@ class DockerWatcher:
         if event_time_ns:
             since_event = f" {(time.time_ns() - int(event_time_ns)) / 1e6:.1f} ms after its start event"
         if healed:
-            _bump(self.stats, "heals_failed" if failed else "heals_ok")
+            (self.stats.heal_failed if failed else self.stats.heal_ok)()
         elif mounted or failed:
-            _bump(self.stats, "injections_failed" if failed else "injections_ok")
+            (self.stats.injection_failed if failed else self.stats.injection_ok)()
         if failed:
             log.warning("container %s: %d of %d files not injected: %s", who, len(failed), len(results),
                         "; ".join(r.describe() for r in failed))
@@ -295,27 +288,13 @@ class DockerWatcher:
 
     # -- what the metrics exporter sees ---------------------------------------------
 
-    def _track(self, container_id: str, pid: int, info: ContainerInfo) -> None:
-        key = cgroup_key(pid)
-        if key is None:
-            return
-        with self.stats.lock:
-            old = self._cgroup_of.get(container_id)
-            if old is not None and old != key:
-                self.stats.containers.pop(old, None)
-            self.stats.containers[key] = info
-            self._cgroup_of[container_id] = key
-
     def _forget(self, container_id: str) -> None:
-        with self.stats.lock:
-            key = self._cgroup_of.get(container_id)
-            info = self.stats.containers.get(key) if key is not None else None
+        info = self.stats.container(container_id)
+        if info is not None:
             # A `docker restart` may already have tracked the new init: keep a live one.
-            if info is not None and info.init_pid > 0 and os.path.exists(f"/proc/{info.init_pid}"):
+            if info.init_pid > 0 and os.path.exists(f"/proc/{info.init_pid}"):
                 return
-            self._cgroup_of.pop(container_id, None)
-            if key is not None:
-                self.stats.containers.pop(key, None)
+            self.stats.container_forgotten(info)  # unless the new init was tracked just now
         with self._locks_guard:
             lock = self._container_locks.get(container_id)
             if lock is not None and not lock.locked():

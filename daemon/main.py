@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cgroupfs.errors import CgroupfsError
 from cgroupfs.host import HostReader
@@ -65,7 +65,6 @@ class DaemonConfig:
     # The views mount (daemon/views.py); None: no views, the watcher injects the
     # per-reader files.  Default: the mount point's sibling "<mountpoint>-views".
     views_mountpoint: str | None = ""
-    extra: dict = field(default_factory=dict)
 
 
 class Daemon:

@@ -26,7 +26,7 @@ from cgroupfs.cgroups import CgroupReader
 from cgroupfs.errors import CgroupGone, ProcessGone
 from cgroupfs_daemon.container_metrics import container_families
 from cgroupfs_daemon.container_snapshot import SnapshotReader, Target, list_targets
-from cgroupfs_daemon.daemon_metrics import copy_stats, daemon_families
+from cgroupfs_daemon.daemon_metrics import daemon_families
 from cgroupfs_daemon.exposition import CONTENT_TYPE, encode
 from cgroupfs_daemon.stats import DaemonStats
 
@@ -46,9 +46,7 @@ class ContainerCollector:
         self._logged: set[str] = set()
 
     def targets(self) -> list[Target]:
-        with self.stats.lock:
-            containers = dict(self.stats.containers)
-        return list_targets(self.snapshots.hierarchy, containers, self.stats.served_recently())
+        return list_targets(self.snapshots.hierarchy, self.stats.containers(), self.stats.served_recently())
 
     def collect(self):
         started = time.perf_counter()
@@ -81,7 +79,7 @@ class DaemonCollector:
         self.stats = stats
 
     def collect(self):
-        yield from daemon_families(copy_stats(self.stats))
+        yield from daemon_families(self.stats.snapshot())
 
 
 def build_registry(stats: DaemonStats, snapshots: SnapshotReader) -> CollectorRegistry:

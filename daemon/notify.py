@@ -31,6 +31,7 @@ import threading
 import time
 
 from cgroupfs_daemon.mount import mounts_at
+from cgroupfs_daemon.stats import DaemonStats
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,14 @@ class MountProbe:
         return True
 
 
-def describe(mountpoint: str, stats, docker_enabled: bool) -> str:
+def describe(mountpoint: str, stats: DaemonStats | None, docker_enabled: bool) -> str:
     """The STATUS= line for normal operation."""
-    containers = getattr(stats, "containers_tracked", 0) if stats is not None else 0
-    text = f"serving {containers} container{'' if containers == 1 else 's'} at {mountpoint}"
     if not docker_enabled:
         return f"serving {mountpoint} (Docker watching off)"
-    if stats is not None and not getattr(stats, "docker_connected", False):
+    snapshot = stats.snapshot() if stats is not None else None
+    containers = snapshot.containers_tracked if snapshot is not None else 0
+    text = f"serving {containers} container{'' if containers == 1 else 's'} at {mountpoint}"
+    if snapshot is not None and not snapshot.docker_connected:
         text += "; Docker not connected"
     return text
 
@@ -136,12 +138,12 @@ class Notifier:
 
     `start()` (non-blocking) waits in its own thread for the mount to answer, sends
     READY=1, then pings the watchdog and refreshes STATUS= from `stats`
-    (daemon.stats.DaemonStats: `containers_tracked`, `docker_connected`).
+    (containers tracked, Docker connected).
     The lower-level methods can be used directly; `ready()` blocks, so never call
     it from the FUSE loop's thread.
     """
 
-    def __init__(self, mountpoint: str, stats=None, *, docker_enabled: bool = True,
+    def __init__(self, mountpoint: str, stats: DaemonStats | None = None, *, docker_enabled: bool = True,
                  environ=os.environ, ready_timeout_s: float = 60.0):
         self.mountpoint = os.path.abspath(mountpoint)
         self.stats = stats
@@ -223,14 +225,7 @@ class Notifier:
         """READY=1 when the mount answers, then the watchdog, in a thread of its own."""
         if not self.enabled or self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, args=(True,), name="sd-notify", daemon=True)
-        self._thread.start()
-
-    def start_watchdog(self) -> None:
-        """The watchdog and STATUS= refresh alone, for a caller that sent READY=1 itself."""
-        if not self.enabled or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, args=(False,), name="sd-notify", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="sd-notify", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -242,8 +237,8 @@ class Notifier:
             self._socket.close()
             self._socket = None
 
-    def _run(self, send_ready: bool) -> None:
-        if send_ready and not self.ready():
+    def _run(self) -> None:
+        if not self.ready():
             return
         if self.watchdog_s is not None:
             # When systemd gives up on us (SIGABRT), the journal gets every thread's Python stack.

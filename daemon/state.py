@@ -17,6 +17,7 @@ import threading
 import time
 
 from cgroupfs import __version__
+from cgroupfs_daemon.stats import DaemonStats
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def read_state(path: str) -> dict | None:
 class StateWriter:
     """A component: `start()` writes the file and keeps it fresh; `stop()` removes it."""
 
-    def __init__(self, path: str | None, stats, *, mountpoint: str, docker_host: str | None = None,
+    def __init__(self, path: str | None, stats: DaemonStats, *, mountpoint: str, docker_host: str | None = None,
                  metrics_address: str | None = None, interval_s: float = UPDATE_INTERVAL_S):
         self.path = os.path.abspath(path or default_state_path())
         self.stats = stats
@@ -51,28 +52,27 @@ class StateWriter:
         self.docker_host = docker_host          # None: Docker watching off
         self.metrics_address = metrics_address  # None: no metrics endpoint
         self.interval_s = interval_s
-        self.started_at = time.time()
         self._failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def snapshot(self) -> dict:
-        stats = self.stats
+        stats = self.stats.snapshot()
         return {
             "format": STATE_FORMAT,
             "version": __version__,
             "pid": os.getpid(),
-            "started_at": getattr(stats, "started_at", self.started_at),
+            "started_at": stats.started_at,
             "updated_at": time.time(),
             "update_interval_s": self.interval_s,
             "mountpoint": self.mountpoint,
-            "containers": getattr(stats, "containers_tracked", 0),
+            "containers": stats.containers_tracked,
             "docker": {
                 "enabled": self.docker_host is not None,
                 "host": self.docker_host,
-                "connected": bool(getattr(stats, "docker_connected", False)) if self.docker_host else None,
+                "connected": stats.docker_connected if self.docker_host else None,
             },
-            "injections": {"ok": getattr(stats, "injections_ok", 0), "failed": getattr(stats, "injections_failed", 0)},
+            "injections": {"ok": stats.injections_ok, "failed": stats.injections_failed},
             "metrics_address": self.metrics_address,
         }
 

@@ -1,15 +1,17 @@
-"""The daemon's own counters, shared by its parts and read by the metrics exporter.
+"""The daemon's own counters, written by its parts and read by metrics, state file and systemd.
 
-Plain attributes and dicts updated under one lock: the FUSE loop, the Docker
-watcher and the sampler write; the metrics collector and the state file read
-a consistent `snapshot()`.
+The FUSE loop, the Docker watcher and the metrics collector report events through
+methods, one per event; readers take a `snapshot()`, a consistent, typed copy.
+The lock is private and held for microseconds (the FUSE loop reports every open).
 """
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cgroupfs.cgroups.membership import CgroupPaths
@@ -32,97 +34,182 @@ class ContainerInfo:
     image: str
     labels: dict[str, str] = field(default_factory=dict)
     init_pid: int = 0
+    cgroup: CgroupPaths = field(default_factory=CgroupPaths)  # its init's, when tracked
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """The counters at one instant, for readers."""
+
+    started_at: float                                    # unix time
+    requests: Mapping[str, int]                          # file -> opens served
+    request_errors: Mapping[tuple[str, str], int]        # (file, errno name) -> count
+    latency_bucket_counts: Mapping[str, tuple[int, ...]]  # file -> count per bucket, +Inf last
+    latency_sum_s: Mapping[str, float]
+    cache_hits: int
+    cache_misses: int
+    fallbacks: Mapping[tuple[str, str], int]             # (file, reason) -> count
+    injections_ok: int
+    injections_failed: int
+    injections_skipped: int                              # the container exited before or while we injected
+    heals_ok: int
+    heals_failed: int
+    docker_connected: bool
+    containers_tracked: int
+    collector_errors: int
 
 
 class DaemonStats:
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._started_at = time.time()
         # FUSE
-        self.requests: dict[str, int] = defaultdict(int)             # file -> opens served
-        self.request_errors: dict[tuple[str, str], int] = defaultdict(int)  # (file, errno name) -> count
-        self.latency_bucket_counts: dict[str, list[int]] = {}       # file -> per-bucket counts (+Inf last)
-        self.latency_sum_s: dict[str, float] = defaultdict(float)
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.fallbacks: dict[tuple[str, str], int] = defaultdict(int)  # (file, reason) -> count
-        # Docker
-        self.injections_ok = 0
-        self.injections_failed = 0
-        self.injections_skipped = 0  # the container exited before or while we injected
-        self.heals_ok = 0
-        self.heals_failed = 0
-        self.docker_connected = False
-        self.containers: dict[str, ContainerInfo] = {}  # cgroup path (v2 or memory v1) -> info
-        # metrics
-        self.collector_errors = 0
+        self._requests: dict[str, int] = defaultdict(int)
+        self._request_errors: dict[tuple[str, str], int] = defaultdict(int)
+        self._latency_bucket_counts: dict[str, list[int]] = {}
+        self._latency_sum_s: dict[str, float] = defaultdict(float)
+        self._cache_hits = 0
+        self._cache_misses = 0
+        self._fallbacks: dict[tuple[str, str], int] = defaultdict(int)
         # cgroups the filesystem served recently: CgroupPaths.key() -> (paths, monotonic
         # time last served), least recently served first (see note_served).
-        self.served_cgroups: dict[tuple, tuple[CgroupPaths, float]] = {}
+        self._served: dict[tuple, tuple[CgroupPaths, float]] = {}
+        # Docker
+        self._injections_ok = 0
+        self._injections_failed = 0
+        self._injections_skipped = 0
+        self._heals_ok = 0
+        self._heals_failed = 0
+        self._docker_connected = False
+        self._containers: dict[str, ContainerInfo] = {}  # Docker container id -> info
+        # metrics
+        self._collector_errors = 0
 
-    # FUSE loop ----------------------------------------------------------------
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            return StatsSnapshot(
+                started_at=self._started_at,
+                requests=dict(self._requests),
+                request_errors=dict(self._request_errors),
+                latency_bucket_counts={path: tuple(counts) for path, counts in self._latency_bucket_counts.items()},
+                latency_sum_s=dict(self._latency_sum_s),
+                cache_hits=self._cache_hits,
+                cache_misses=self._cache_misses,
+                fallbacks=dict(self._fallbacks),
+                injections_ok=self._injections_ok,
+                injections_failed=self._injections_failed,
+                injections_skipped=self._injections_skipped,
+                heals_ok=self._heals_ok,
+                heals_failed=self._heals_failed,
+                docker_connected=self._docker_connected,
+                containers_tracked=len(self._containers),
+                collector_errors=self._collector_errors,
+            )
+
+    # FUSE loop (cgroupfs.fuse_ops and cgroupfs.server call these) ---------------------
 
     def request(self, path: str, seconds: float, error: int | None) -> None:
-        import errno as errno_module
-
-        with self.lock:
-            self.requests[path] += 1
+        with self._lock:
+            self._requests[path] += 1
             if error is not None:
-                self.request_errors[(path, errno_module.errorcode.get(error, str(error)))] += 1
-            buckets = self.latency_bucket_counts.get(path)
+                self._request_errors[(path, errno.errorcode.get(error, str(error)))] += 1
+            buckets = self._latency_bucket_counts.get(path)
             if buckets is None:
-                buckets = self.latency_bucket_counts[path] = [0] * (len(LATENCY_BUCKETS_S) + 1)
+                buckets = self._latency_bucket_counts[path] = [0] * (len(LATENCY_BUCKETS_S) + 1)
             for index, bound in enumerate(LATENCY_BUCKETS_S):
                 if seconds <= bound:
                     buckets[index] += 1
                     break
             else:
                 buckets[-1] += 1
-            self.latency_sum_s[path] += seconds
+            self._latency_sum_s[path] += seconds
 
     def cache_lookup(self, hit: bool) -> None:
-        with self.lock:
+        with self._lock:
             if hit:
-                self.cache_hits += 1
+                self._cache_hits += 1
             else:
-                self.cache_misses += 1
+                self._cache_misses += 1
 
     def fallback(self, path: str, reason: str) -> None:
-        with self.lock:
-            self.fallbacks[(path, reason)] += 1
+        with self._lock:
+            self._fallbacks[(path, reason)] += 1
 
     def note_served(self, paths: CgroupPaths, now: float | None = None) -> None:
         """The content server rendered a file for a process in `paths` (not the root cgroup)."""
         now = time.monotonic() if now is None else now
         key = paths.key()
-        with self.lock:
+        with self._lock:
             # Re-inserting moves the key to the end: the dict stays ordered by recency,
             # so expiry and eviction only ever look at its front.
-            self.served_cgroups.pop(key, None)
-            self.served_cgroups[key] = (paths, now)
-            while len(self.served_cgroups) > SERVED_MAX:
-                del self.served_cgroups[next(iter(self.served_cgroups))]
+            self._served.pop(key, None)
+            self._served[key] = (paths, now)
+            while len(self._served) > SERVED_MAX:
+                del self._served[next(iter(self._served))]
+
+    # metrics collector ------------------------------------------------------------------
 
     def served_recently(self, now: float | None = None) -> list[CgroupPaths]:
         """The cgroups served within SERVED_TTL_S, most recent last; drops older ones."""
         now = time.monotonic() if now is None else now
-        with self.lock:
-            while self.served_cgroups:
-                key, (_, served_at) = next(iter(self.served_cgroups.items()))
+        with self._lock:
+            while self._served:
+                key, (_, served_at) = next(iter(self._served.items()))
                 if now - served_at <= SERVED_TTL_S:
                     break
-                del self.served_cgroups[key]
-            return [paths for paths, _ in self.served_cgroups.values()]
+                del self._served[key]
+            return [paths for paths, _ in self._served.values()]
 
     def forget_served(self, paths: CgroupPaths) -> None:
         """The cgroup is gone: stop exporting it before its entry expires."""
-        with self.lock:
-            self.served_cgroups.pop(paths.key(), None)
+        with self._lock:
+            self._served.pop(paths.key(), None)
 
     def collector_error(self) -> None:
-        with self.lock:
-            self.collector_errors += 1
+        with self._lock:
+            self._collector_errors += 1
 
-    @property
-    def containers_tracked(self) -> int:
-        return len(self.containers)
+    # Docker watcher ---------------------------------------------------------------------
+
+    def docker_connected(self, connected: bool) -> None:
+        with self._lock:
+            self._docker_connected = connected
+
+    def injection_ok(self) -> None:
+        with self._lock:
+            self._injections_ok += 1
+
+    def injection_failed(self) -> None:
+        with self._lock:
+            self._injections_failed += 1
+
+    def injection_skipped(self) -> None:
+        with self._lock:
+            self._injections_skipped += 1
+
+    def heal_ok(self) -> None:
+        with self._lock:
+            self._heals_ok += 1
+
+    def heal_failed(self) -> None:
+        with self._lock:
+            self._heals_failed += 1
+
+    def container_tracked(self, info: ContainerInfo) -> None:
+        """Known from now on (replaces what was known of the same container id)."""
+        with self._lock:
+            self._containers[info.id] = info
+
+    def container_forgotten(self, info: ContainerInfo) -> None:
+        """Drop `info`, unless it was replaced meanwhile (a restarted container's new init)."""
+        with self._lock:
+            if self._containers.get(info.id) == info:
+                del self._containers[info.id]
+
+    def container(self, container_id: str) -> ContainerInfo | None:
+        with self._lock:
+            return self._containers.get(container_id)
+
+    def containers(self) -> list[ContainerInfo]:
+        with self._lock:
+            return list(self._containers.values())

@@ -43,7 +43,7 @@ class CgroupReader:
             mount, path = self.hierarchy.v2, paths.v2
         else:
             mount = path = None
-        if mount is None or path is None:
+        if version is None or mount is None or path is None:
             if controller not in self._reported_missing:
                 self._reported_missing.add(controller)
                 log.warning("cgroup controller %r is not available; its values fall back to the host's", controller)
@@ -52,10 +52,6 @@ class CgroupReader:
         if leaf is None:
             raise CgroupGone(path)
         return version, ancestry(mount.directory, leaf)
-
-    def directory(self, controller: str, paths: CgroupPaths) -> str | None:
-        located = self._chain(controller, paths)
-        return None if located is None else located[1][-1]
 
     def is_root(self, paths: CgroupPaths) -> bool:
         """True when the process is in the root cgroup of every hierarchy (a host process)."""

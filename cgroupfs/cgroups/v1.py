@@ -8,8 +8,16 @@ minimum over the ancestors the way the kernel enforces them.
 from __future__ import annotations
 
 from cgroupfs.cgroups.files import (
-    DEFAULT_CFS_PERIOD_USEC, min_limit, required_text, tightest_quota,
-    parse_cpu_list, parse_flat_keyed, parse_int, parse_limit, read_id_list, read_text,
+    DEFAULT_CFS_PERIOD_USEC,
+    min_limit,
+    parse_cpu_list,
+    parse_flat_keyed,
+    parse_int,
+    parse_limit,
+    read_id_list,
+    read_text,
+    required_text,
+    tightest_quota,
 )
 from cgroupfs.cgroups.model import CpuStats, CpusetInfo, DeviceIo, IoStats, MemoryStats
 from cgroupfs.errors import ParseError

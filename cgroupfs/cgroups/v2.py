@@ -7,12 +7,24 @@ directories from the cgroup2 mount root down to the cgroup (see files.ancestry).
 from __future__ import annotations
 
 from cgroupfs.cgroups.files import (
-    min_limit, required_text, tightest_quota,
-    parse_cpu_list, parse_flat_keyed, parse_int, parse_limit, parse_pressure, read_id_list,
+    min_limit,
+    parse_cpu_list,
+    parse_flat_keyed,
+    parse_int,
+    parse_limit,
+    parse_pressure,
+    read_id_list,
     read_text,
+    required_text,
+    tightest_quota,
 )
 from cgroupfs.cgroups.model import (
-    CpuStats, CpusetInfo, DeviceIo, IoStats, MemoryStats, PressureStats,
+    CpuStats,
+    CpusetInfo,
+    DeviceIo,
+    IoStats,
+    MemoryStats,
+    PressureStats,
 )
 from cgroupfs.errors import ParseError
 

@@ -62,7 +62,8 @@ def container_values_kb(host: HostMeminfo, memory: MemoryStats) -> dict[str, int
     }
     if memory.swap_usage_bytes is not None:
         host_swap_bytes = host.kb("SwapTotal") * KIB
-        swap_total = host_swap_bytes if memory.swap_limit_bytes is None else min(memory.swap_limit_bytes, host_swap_bytes)
+        swap_limit_bytes = memory.swap_limit_bytes
+        swap_total = host_swap_bytes if swap_limit_bytes is None else min(swap_limit_bytes, host_swap_bytes)
         values["SwapTotal"] = swap_total
         values["SwapFree"] = max(0, swap_total - memory.swap_usage_bytes)
     return {key: value // KIB for key, value in values.items()}

@@ -18,7 +18,6 @@ from cgroupfs.host.cpuinfo import HostCpuinfo, parse_cpuinfo
 from cgroupfs.host.diskstats import HostDiskstats, parse_diskstats
 from cgroupfs.host.meminfo import HostMeminfo, parse_meminfo
 from cgroupfs.host.stat import HostStat, parse_stat
-from cgroupfs.host.uptime import parse_uptime
 
 # name -> path relative to the root (proc_root or sys_root)
 PROC_FILES = ("meminfo", "cpuinfo", "stat", "diskstats", "uptime", "loadavg", "swaps")
@@ -36,11 +35,6 @@ class HostReader:
         for name in PROC_FILES:
             self._fds[name] = os.open(os.path.join(proc_root, name), os.O_RDONLY | os.O_CLOEXEC)
         self._fds["online"] = os.open(os.path.join(sys_root, CPU_ONLINE), os.O_RDONLY | os.O_CLOEXEC)
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
 
     def raw(self, name: str) -> bytes:
         """The current content of a host file: one of PROC_FILES or "online"."""
@@ -73,9 +67,6 @@ class HostReader:
 
     def diskstats(self) -> HostDiskstats:
         return parse_diskstats(self._text("diskstats"))
-
-    def uptime(self) -> tuple[float, float]:
-        return parse_uptime(self._text("uptime"))
 
     def online_cpus(self) -> tuple[int, ...]:
         return parse_cpu_list(self._text("online"))

@@ -13,7 +13,7 @@ from cgroupfs.cgroups.model import CpuStats, MemoryStats
 from cgroupfs.errors import ParseError
 from cgroupfs_daemon.container_metrics import container_families, docker_label_name
 from cgroupfs_daemon.container_snapshot import ContainerSnapshot, SnapshotReader, Target
-from cgroupfs_daemon.daemon_metrics import copy_stats, cumulative_buckets, daemon_families
+from cgroupfs_daemon.daemon_metrics import cumulative_buckets, daemon_families
 from cgroupfs_daemon.exposition import encode, format_value
 from cgroupfs_daemon.metrics import MetricsError, MetricsServer, build_registry, parse_address
 from cgroupfs_daemon.stats import LATENCY_BUCKETS_S, ContainerInfo, DaemonStats
@@ -32,8 +32,9 @@ def v2_stats() -> DaemonStats:
     from cgroupfs.cgroups.membership import parse_proc_cgroup
 
     stats = DaemonStats()
-    stats.containers["/system.slice/docker-15m.scope"] = ContainerInfo(
-        id="15m", name="/web", image="nginx:1.25", labels={"com.docker.compose.project": "shop", "tier": "front"})
+    stats.container_tracked(ContainerInfo(
+        id="15m", name="/web", image="nginx:1.25", labels={"com.docker.compose.project": "shop", "tier": "front"},
+        cgroup=parse_proc_cgroup("0::/system.slice/docker-15m.scope\n")))
     for path in ("/kubepods/pod1/ctr", "/unlimited", "/vanished.scope"):
         stats.note_served(parse_proc_cgroup(f"0::{path}\n"))
     stats.request("proc/meminfo", 0.0003, None)
@@ -162,12 +163,15 @@ def test_an_address_in_use_is_one_sentence():
             MetricsServer(f"127.0.0.1:{port}", DaemonStats(), reader(V2), proc_root=os.path.join(V2, "proc"))
 
 
-def test_copy_stats_is_a_copy():
+def test_a_stats_snapshot_is_a_copy():
     stats = v2_stats()
-    copy = copy_stats(stats)
+    snapshot = stats.snapshot()
     stats.request("proc/meminfo", 0.001, None)
-    assert copy.requests["proc/meminfo"] == 2
-    assert daemon_families(copy)[0].name == "cgroupfs_build_info"
+    stats.injection_ok()
+    assert snapshot.requests["proc/meminfo"] == 2 and snapshot.injections_ok == 0
+    assert stats.snapshot().requests["proc/meminfo"] == 3 and stats.snapshot().injections_ok == 1
+    assert (snapshot.containers_tracked, snapshot.cache_hits, snapshot.cache_misses) == (1, 1, 0)
+    assert daemon_families(snapshot)[0].name == "cgroupfs_build_info"
 
 
 def test_the_lean_writer_says_what_prometheus_client_says():

@@ -123,4 +123,4 @@ def test_a_cgroup_that_is_removed_disappears_from_the_next_scrape(exporter, make
     stop(process)
     cgroup.remove()
     assert cgroup.path not in ids_in(exporter.scrape())
-    assert not exporter.stats.served_cgroups  # forgotten, not retried until it expires
+    assert not exporter.stats.served_recently()  # forgotten, not retried until it expires

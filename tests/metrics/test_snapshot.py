@@ -90,12 +90,15 @@ def test_counters_of_a_root_cgroup_are_left_out(sys_root):
 
 def test_docker_containers_get_one_path_in_every_hierarchy_and_win_over_served_entries():
     hierarchy = reader(HYBRID).hierarchy
-    info = ContainerInfo(id="abc", name="/web", image="nginx:1")
+    info = ContainerInfo(id="abc", name="/web", image="nginx:1",
+                         cgroup=parse_proc_cgroup("4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n"))
+    on_the_host = ContainerInfo(id="host", name="/privileged", image="x",
+                                cgroup=parse_proc_cgroup("4:memory:/\n0::/\n"))
     served_same = parse_proc_cgroup("4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n")
     served_other_old = parse_proc_cgroup("4:memory:/other\n1:cpu:/old\n0::/\n")
     served_other_new = parse_proc_cgroup("4:memory:/other\n1:cpu:/new\n0::/\n")
     host = parse_proc_cgroup("4:memory:/\n0::/\n")
-    targets = list_targets(hierarchy, {"/docker/abc": info, "/": info},
+    targets = list_targets(hierarchy, [info, on_the_host],
                            [served_same, served_other_old, host, served_other_new])
     assert [(t.id, t.container, t.served) for t in targets] == [("/docker/abc", info, False), ("/other", None, True)]
     assert targets[0].paths == uniform_paths(hierarchy, "/docker/abc")
@@ -123,3 +126,15 @@ def test_served_cgroups_expire_are_bounded_and_forgotten():
         stats.note_served(parse_proc_cgroup(f"0::/c{index}\n"), now=index / 1000)
     recent = stats.served_recently(now=SERVED_MAX / 1000)
     assert len(recent) == SERVED_MAX and recent[0].v2 == "/c10"  # the oldest were evicted
+
+
+def test_a_container_is_forgotten_only_as_it_was_tracked():
+    stats = DaemonStats()
+    old, new = (ContainerInfo("a" * 64, "web", "nginx", init_pid=pid) for pid in (10, 20))
+    stats.container_tracked(old)
+    stats.container_tracked(new)  # `docker restart`: the same container, a new init
+    assert stats.containers() == [new] and stats.snapshot().containers_tracked == 1
+    stats.container_forgotten(old)  # the old init's die event, handled after the new start
+    assert stats.container("a" * 64) == new
+    stats.container_forgotten(new)
+    assert stats.containers() == [] and stats.snapshot().containers_tracked == 0

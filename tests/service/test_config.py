@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-from cgroupfs_daemon.cli import build_parser
-from cgroupfs_daemon.config import (ConfigError, apply_config_defaults, parse_args_with_config,
-                           parse_environment_file)
+from cgroupfs_daemon.cli import parse_args
+from cgroupfs_daemon.config import ConfigError, parse_environment_file, read_settings
+from cgroupfs_daemon.options import OPTIONS, Option
 from tests.service.harness import REPO, is_fuse_mounted
 
 
@@ -21,7 +22,7 @@ def write(tmp_path, text: str) -> str:
 
 
 def parse(tmp_path, text: str, argv: list[str], environ: dict | None = None):
-    return parse_args_with_config(build_parser(), argv, environ=environ or {}, path=write(tmp_path, text))
+    return parse_args(argv, environ=environ or {}, config_path=write(tmp_path, text))
 
 
 def test_environment_file_syntax():
@@ -83,7 +84,7 @@ def test_exclusive_options(tmp_path):
     args = parse(tmp_path, "CGROUPFS_DOCKER_HOST=unix:///tmp/d.sock\nCGROUPFS_NO_DOCKER=no\n", ["daemon"])
     assert (args.docker_host, args.no_docker) == ("unix:///tmp/d.sock", False)
     with pytest.raises(ConfigError, match="CGROUPFS_DOCKER_HOST and .*CGROUPFS_NO_DOCKER exclude each other"):
-        apply_config_defaults(build_parser(), {}, write(tmp_path, "CGROUPFS_DOCKER_HOST=x\nCGROUPFS_NO_DOCKER=1\n"))
+        read_settings({}, write(tmp_path, "CGROUPFS_DOCKER_HOST=x\nCGROUPFS_NO_DOCKER=1\n"))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -95,12 +96,12 @@ def test_exclusive_options(tmp_path):
 def test_bad_settings_are_named(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=message) as error:
-        apply_config_defaults(build_parser(), {}, path)
+        read_settings({}, path)
     assert path in str(error.value)
 
 
 def test_a_missing_file_is_no_configuration(tmp_path):
-    assert apply_config_defaults(build_parser(), {}, str(tmp_path / "absent")) == {}
+    assert read_settings({}, str(tmp_path / "absent")) == {}
 
 
 def run_cli(tmp_path, *argv: str, config_text: str | None = None, env: dict | None = None):
@@ -146,6 +147,41 @@ def test_the_daemon_mounts_where_the_file_says_unless_told_otherwise(daemons, no
 def test_environment_only_variables_are_not_settings(tmp_path):
     # The state file's place belongs to the unit (RuntimeDirectory=), not to the settings.
     with pytest.raises(ConfigError, match="unknown setting CGROUPFS_STATE_FILE"):
-        apply_config_defaults(build_parser(), {}, write(tmp_path, "CGROUPFS_STATE_FILE=/tmp/x\n"))
+        read_settings({}, write(tmp_path, "CGROUPFS_STATE_FILE=/tmp/x\n"))
     # In the environment they are simply not options.
-    assert apply_config_defaults(build_parser(), {"CGROUPFS_STATE_FILE": "/tmp/x"}, str(tmp_path / "absent")) == {}
+    assert read_settings({"CGROUPFS_STATE_FILE": "/tmp/x"}, str(tmp_path / "absent")) == {}
+
+
+# -- the documentation follows the table of options -------------------------------------
+
+def documented_flag(option: Option) -> str:
+    return option.flag + (f" {option.metavar}" if option.metavar else "")
+
+
+def test_the_example_settings_file_lists_every_option_as_the_table_says(tmp_path):
+    """After its header paragraph: each option's help, then its setting commented out, at its default."""
+    with open(os.path.join(REPO, "systemd/cgroupfs.default"), encoding="utf-8") as f:
+        _header, _, listed = f.read().partition("\n\n")
+    expected = "\n".join(
+        textwrap.fill(option.help, width=88, initial_indent="# ", subsequent_indent="# ")
+        + f"\n#{option.setting}={option.documented_default}\n" for option in OPTIONS)
+    assert listed == expected, f"systemd/cgroupfs.default should list, after its header:\n\n{expected}"
+    # What it shows is what a setting of that value means.
+    assert read_settings({}, os.path.join(REPO, "systemd/cgroupfs.default")) == {}
+    uncommented = "".join(line[1:] + "\n" for line in listed.splitlines() if line.startswith("#CGROUPFS_"))
+    configured = {dest: s.value for dest, s in read_settings({}, write(tmp_path, uncommented)).items()}
+    for option in OPTIONS:
+        if option.shown_default is None:
+            assert configured[option.dest] == option.default, option.setting
+
+
+def test_the_readme_lists_every_option_as_the_table_says():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    table = "\n".join(["| Setting | Flag | Default | Meaning |", "| --- | --- | --- | --- |"] + [
+        f"| `{option.setting}` | `{documented_flag(option)}` | `{option.documented_default}` | {option.help} |"
+        for option in OPTIONS]) + "\n"
+    assert table in readme, f"README.md's list of settings should read:\n\n{table}"
+    synopsis = readme[readme.index("    cgroupfs daemon "):readme.index("    cgroupfs show ")]
+    positions = [synopsis.find(documented_flag(option)) for option in OPTIONS]
+    assert -1 not in positions and positions == sorted(positions), synopsis

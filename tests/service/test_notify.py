@@ -124,9 +124,9 @@ def test_status_line_follows_the_daemons_counters():
 
     stats = DaemonStats()
     assert describe("/m", stats, docker_enabled=True) == "serving 0 containers at /m; Docker not connected"
-    stats.docker_connected = True
-    stats.containers = {"/docker/a": ContainerInfo("a" * 64, "web", "nginx")}
+    stats.docker_connected(True)
+    stats.container_tracked(ContainerInfo("a" * 64, "web", "nginx"))
     assert describe("/m", stats, docker_enabled=True) == "serving 1 container at /m"
-    stats.containers["/docker/b"] = ContainerInfo("b" * 64, "db", "postgres")
+    stats.container_tracked(ContainerInfo("b" * 64, "db", "postgres"))
     assert describe("/m", stats, docker_enabled=True) == "serving 2 containers at /m"
     assert describe("/m", stats, docker_enabled=False) == "serving /m (Docker watching off)"

@@ -73,10 +73,13 @@ def test_status_of_a_crashed_daemon(daemons):
 
 def test_the_state_file_reports_the_daemons_counters(tmp_path):
     stats = DaemonStats()
-    stats.containers = {"/docker/a": ContainerInfo("a" * 64, "web", "nginx"),
-                        "/docker/b": ContainerInfo("b" * 64, "db", "postgres")}
-    stats.docker_connected = True
-    stats.injections_ok, stats.injections_failed = 16, 1
+    containers = [ContainerInfo("a" * 64, "web", "nginx"), ContainerInfo("b" * 64, "db", "postgres")]
+    for info in containers:
+        stats.container_tracked(info)
+    stats.docker_connected(True)
+    for _ in range(16):
+        stats.injection_ok()
+    stats.injection_failed()
     path = str(tmp_path / "run" / "state.json")
     writer = StateWriter(path, stats, mountpoint="/var/lib/cgroupfs", docker_host="unix:///run/docker.sock",
                          metrics_address="127.0.0.1:9477", interval_s=0.05)
@@ -85,8 +88,9 @@ def test_the_state_file_reports_the_daemons_counters(tmp_path):
     assert state["pid"] == os.getpid() and state["containers"] == 2
     assert state["docker"] == {"enabled": True, "host": "unix:///run/docker.sock", "connected": True}
     assert state["injections"] == {"ok": 16, "failed": 1} and state["metrics_address"] == "127.0.0.1:9477"
-    stats.containers = {}
-    stats.docker_connected = False
+    for info in containers:
+        stats.container_forgotten(info)
+    stats.docker_connected(False)
     time.sleep(0.3)
     assert read_state(path)["containers"] == 0 and read_state(path)["docker"]["connected"] is False
     assert os.listdir(tmp_path / "run") == ["state.json"]  # no temporary files left

@@ -20,12 +20,11 @@ from cgroupfs.host.cpuinfo import parse_cpuinfo
 from cgroupfs.host.diskstats import parse_diskstats
 from cgroupfs.host.meminfo import parse_meminfo
 from cgroupfs.host.stat import parse_stat
-from cgroupfs.host.uptime import parse_uptime
 from cgroupfs.procs import parse_nspid, parse_task_stat
 from tests.unit.fixture_trees import V2
 
 PARSERS = [
-    parse_meminfo, parse_cpuinfo, parse_stat, parse_diskstats, parse_uptime, parse_proc_cgroup,
+    parse_meminfo, parse_cpuinfo, parse_stat, parse_diskstats, parse_proc_cgroup,
     parse_mountinfo, parse_flat_keyed, parse_cpu_list, parse_limit, parse_pressure, parse_task_stat,
     parse_nspid, lambda text: v1.parse_blkio(text, "blkio"),
     v1.parse_usage_all, v2.parse_io_stat, v2.parse_cpu_max,
