@@ -216,7 +216,7 @@ class DockerWatcher:
             source, ours = self._source(container_id, pid)
         except ProcessGone:
             log.info("container %s exited before injection; nothing to do", who)
-            _bump(self.stats, "injections_skipped")
+            self.stats.injection_skipped()
             return
         outcomes: dict[str, inject.FileResult] = {}
         for delay in (*RETRY_DELAYS_S, None):

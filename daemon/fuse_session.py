@@ -178,6 +178,8 @@ class Session:
             log.error("%s: the kernel speaks FUSE %d.%d; we need 7.x", self.name, major, minor)
             raise FuseError(errno.EPROTO)
         payload, self.minor = fp.init_out(major, minor, flags, self.wanted_flags)
+        log.debug("%s: the kernel speaks FUSE %d.%d (flags %#x); we answer 7.%d with flags %#x",
+                  self.name, major, minor, flags, self.minor, flags & self.wanted_flags)
         if self.on_init is not None:
             self.on_init()
         return payload

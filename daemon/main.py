@@ -167,7 +167,7 @@ class Daemon:
         try:
             serve_in_main_thread(session, self.mountpoint)
         finally:
-            if views_session is not None:
+            if views_session is not None and self.views is not None:
                 views_session.stop()
                 unmount(self.views.mountpoint)
             log.info("unmounted %s; stopping", self.mountpoint)
