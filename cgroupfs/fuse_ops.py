@@ -21,7 +21,6 @@ The loop is single-threaded (see daemon/mount.py): no locking for the handle tab
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -35,6 +34,7 @@ import mfusepy  # noqa: E402
 
 from cgroupfs.server import ContentServer
 from cgroupfs.table import DIRECTORIES, FILES
+from cgroupfs_daemon.syscalls import thread_of
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,12 @@ class _NullRequestObserver:
         pass
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
-
-
 def is_own_thread(tid: int, own_pid: int) -> bool:
     """True when the caller (a thread id, as FUSE reports it) belongs to this process."""
     if tid == own_pid:
         return True
-    if _SYS_TGKILL is not None:
-        # tgkill(own_pid, tid, 0) succeeds only for a thread of this process: the same
-        # answer as /proc/<own_pid>/task/<tid> existing, at ~1 µs instead of ~5 µs per
-        # open (a procfs path walk), measured by benchmarks/reads.py.
-        return _libc.syscall(_SYS_TGKILL, own_pid, tid, 0) == 0
-    return os.path.exists(f"/proc/{own_pid}/task/{tid}")
+    answer = thread_of(own_pid, tid)
+    return os.path.exists(f"/proc/{own_pid}/task/{tid}") if answer is None else answer
 
 
 class CgroupFsOperations(mfusepy.Operations):

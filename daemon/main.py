@@ -21,6 +21,7 @@ from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.server import ContentServer
 from cgroupfs.sources import Options
 from cgroupfs_daemon.docker_watcher import DockerWatcher
+from cgroupfs_daemon.inject import DEFAULT_RUNNER
 from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
 from cgroupfs_daemon.metrics import MetricsError, MetricsServer
 from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint, run_fuse
@@ -133,6 +134,14 @@ class Daemon:
             prepare_mountpoint(self.mountpoint)
         except MountError as exc:
             raise StartupError(str(exc)) from None
+        if self.config.docker_host is not None:
+            # The watcher's injections enter containers through this helper process;
+            # started now so its own start-up overlaps the mount's.  Not fatal: it is
+            # started again with the first injection.
+            try:
+                DEFAULT_RUNNER.start()
+            except OSError as exc:
+                log.warning("cannot start the namespace helper yet (%s); injection will try again", exc)
         try:
             run_fuse(self.operations, self.mountpoint)
         except RuntimeError as exc:
@@ -147,3 +156,4 @@ class Daemon:
                     component.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(component).__name__)
+            DEFAULT_RUNNER.stop()
