@@ -12,6 +12,9 @@ import errno
 import os
 import time
 
+from cgroupfs.cgroups.hierarchy import cgroup_mounts
+from cgroupfs.mountinfo import read_mountinfo
+
 CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "blkio", "pids")
 
 
@@ -21,17 +24,8 @@ class CgroupSetupError(Exception):
 
 def v1_mounts(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
     """v1 controller name -> mount directory."""
-    mounts: dict[str, str] = {}
-    with open(mountinfo, encoding="utf-8") as f:
-        for line in f:
-            before, _, after = line.partition(" - ")
-            fstype, _source, *rest = after.split()
-            if fstype != "cgroup" or not rest:
-                continue
-            directory = before.split()[4]
-            for option in rest[0].split(","):
-                mounts.setdefault(option, directory)
-    return mounts
+    v1, _ = cgroup_mounts(read_mountinfo(mountinfo))
+    return {controller: mount.directory for controller, mount in v1.items()}
 
 
 def _write(path: str, value: str) -> None:

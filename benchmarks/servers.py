@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from cgroupfs.mountinfo import read_mountinfo
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -55,12 +57,7 @@ def process_memory_kb(pid: int) -> dict[str, int]:
 
 
 def fuse_mounted_at(path: str) -> bool:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            before, _, after = line.partition(" - ")
-            if before.split()[4] == path and after.startswith("fuse"):
-                return True
-    return False
+    return any(entry.fstype.startswith("fuse") for entry in read_mountinfo(mount_points=(path,)))
 
 
 class Native:

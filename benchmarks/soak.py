@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 from cgroupfs.cgroups.hierarchy import discover
 from cgroupfs.layout import docker_volume_flags
+from cgroupfs.mountinfo import read_mountinfo
 from cgroupfs.table import FILES
 from tests.cgroup_helpers import TestCgroup
 from tests.daemon_process import REPO, DaemonProcess
@@ -192,12 +193,9 @@ def daemon_resources(pid: int, base: str) -> dict[str, int]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
     prefix = os.path.realpath(base).rstrip("/") + "/"
-    ours = mounts = 0
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mounts += 1
-            point = line.split()[4]
-            ours += " - fuse.cgroupfs " in line and (point + "/").startswith(prefix)
+    entries = read_mountinfo()
+    mounts = len(entries)
+    ours = sum(e.fstype == "fuse.cgroupfs" and (e.mount_point + "/").startswith(prefix) for e in entries)
     with open(f"/proc/{pid}/task/{pid}/schedstat") as f:  # the main thread: the FUSE loop
         on_cpu_ns, runqueue_ns, _ = (int(v) for v in f.read().split())
     return {

@@ -19,7 +19,6 @@ busybox `cat` and Python's shutil) and maps through it, bounded by st_size.  So:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -31,6 +30,7 @@ from cgroupfs.server import ContentServer
 from cgroupfs.table import DIRECTORIES, FILES
 from cgroupfs_daemon import fuse_protocol as fp
 from cgroupfs_daemon.fuse_session import Caller, Entry, FuseError
+from cgroupfs_daemon.syscalls import thread_of
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +45,12 @@ FILE_SIZE_BOUND = 1 << 22
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
-
-
 def is_own_thread(tid: int, own_pid: int) -> bool:
     """True when the caller (a thread id, as FUSE reports it) belongs to this process."""
     if tid == own_pid:
         return True
-    if _SYS_TGKILL is not None:
-        # tgkill(own_pid, tid, 0) succeeds only for a thread of this process: the same
-        # answer as /proc/<own_pid>/task/<tid> existing, at ~1 µs instead of ~5 µs per
-        # open (a procfs path walk), measured by benchmarks/reads.py.
-        return _libc.syscall(_SYS_TGKILL, own_pid, tid, 0) == 0
-    return os.path.exists(f"/proc/{own_pid}/task/{tid}")
+    belongs = thread_of(own_pid, tid)
+    return os.path.exists(f"/proc/{own_pid}/task/{tid}") if belongs is None else belongs
 
 
 class RequestObserver(Protocol):

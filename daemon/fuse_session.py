@@ -9,7 +9,6 @@ this module knows the protocol and nothing about cgroups.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -20,17 +19,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cgroupfs_daemon import fuse_protocol as fp
+from cgroupfs_daemon.mount import lazy_unmount
+from cgroupfs_daemon.syscalls import mount_fuse
 
 log = logging.getLogger(__name__)
 
 MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
-MNT_DETACH = 2
 # A request is at most one header plus max_write bytes; reads are answered in full.
 BUFFER_SIZE = 128 * 1024 + 4096
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 
 
 class FuseError(Exception):
@@ -75,10 +71,8 @@ def mount(mountpoint: str, fsname: str, subtype: str) -> int:
     """Mount a new FUSE connection read-only at `mountpoint`; returns its /dev/fuse fd."""
     fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     options = f"fd={fd},rootmode={stat.S_IFDIR:o},user_id=0,group_id=0,allow_other"
-    result = _libc.mount(fsname.encode(), os.fsencode(mountpoint), f"fuse.{subtype}".encode(),
-                         MS_RDONLY | MS_NOSUID | MS_NODEV, options.encode())
-    if result != 0:
-        err = ctypes.get_errno()
+    err = mount_fuse(fsname, mountpoint, subtype, MS_RDONLY | MS_NOSUID | MS_NODEV, options)
+    if err:
         os.close(fd)
         raise OSError(err, f"mounting FUSE at {mountpoint}: {os.strerror(err)}")
     return fd
@@ -86,10 +80,7 @@ def mount(mountpoint: str, fsname: str, subtype: str) -> int:
 
 def unmount(mountpoint: str) -> None:
     """Detach `mountpoint` (lazily: readers holding files keep them until they close)."""
-    if _libc.umount2(os.fsencode(mountpoint), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not mounted any more
-            raise OSError(err, os.strerror(err), mountpoint)
+    lazy_unmount(mountpoint)
 
 
 class Session:

@@ -19,18 +19,19 @@ from cgroupfs.host.reader import CPU_ONLINE, PROC_FILES
 from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.server import ContentServer
 from cgroupfs.sources import Options
-from cgroupfs_daemon.docker_watcher import DockerWatcher
-from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
-from cgroupfs_daemon.metrics import MetricsError, MetricsServer
 from cgroupfs_daemon import fuse_protocol
+from cgroupfs_daemon.docker_watcher import DockerWatcher
 from cgroupfs_daemon.fuse_files import PerReaderFiles
 from cgroupfs_daemon.fuse_session import Session, mount, serve_in_main_thread, unmount
+from cgroupfs_daemon.inject import DEFAULT_RUNNER
+from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
+from cgroupfs_daemon.metrics import MetricsError, MetricsServer
 from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint
 from cgroupfs_daemon.notify import Notifier
 from cgroupfs_daemon.state import StateWriter
 from cgroupfs_daemon.stats import DaemonStats
-from cgroupfs_daemon.views import Views
 from cgroupfs_daemon.testhooks import install_wedge
+from cgroupfs_daemon.views import Views
 
 log = logging.getLogger("cgroupfs")
 
@@ -158,6 +159,14 @@ class Daemon:
                 self.views.forget_name = views_session.forget_name
         except MountError as exc:
             raise StartupError(str(exc)) from None
+        if self.config.docker_host is not None:
+            # The watcher's injections enter containers through this helper process;
+            # started now so its own start-up overlaps the mount's.  Not fatal: it is
+            # started again with the first injection.
+            try:
+                DEFAULT_RUNNER.start()
+            except OSError as exc:
+                log.warning("cannot start the namespace helper yet (%s); injection will try again", exc)
         session = Session(self._mount(self.mountpoint, "cgroupfs"), self.operations, "cgroupfs",
                           wanted_flags=fuse_protocol.ASYNC_READ, on_init=self._on_mounted)
         if views_session is not None:
@@ -176,3 +185,4 @@ class Daemon:
                     component.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(component).__name__)
+            DEFAULT_RUNNER.stop()

@@ -5,17 +5,14 @@ The connection itself is mounted and served by daemon/fuse_session.py.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
 
-from cgroupfs.cgroups.hierarchy import unescape_mountinfo
+from cgroupfs.mountinfo import read_mountinfo
+from cgroupfs_daemon.syscalls import detach
 
 log = logging.getLogger(__name__)
-
-MNT_DETACH = 2
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class MountError(Exception):
@@ -24,14 +21,7 @@ class MountError(Exception):
 
 def mounts_at(path: str, mountinfo_path: str = "/proc/self/mountinfo") -> list[str]:
     """Filesystem types mounted exactly at `path`, oldest first."""
-    found = []
-    with open(mountinfo_path, encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            before, _, after = line.partition(" - ")
-            fields = before.split()
-            if len(fields) >= 5 and unescape_mountinfo(fields[4]) == path:
-                found.append(after.split()[0] if after else "")
-    return found
+    return [entry.fstype for entry in read_mountinfo(mountinfo_path, mount_points=(path,))]
 
 
 def fuse_covered(paths: list[str], mountinfo_path: str = "/proc/self/mountinfo") -> list[str]:
@@ -45,10 +35,9 @@ def fuse_covered(paths: list[str], mountinfo_path: str = "/proc/self/mountinfo")
 
 
 def lazy_unmount(path: str) -> None:
-    if _libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point any more
-            raise OSError(err, os.strerror(err), path)
+    err = detach(os.fsencode(path))
+    if err not in (0, errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point any more
+        raise OSError(err, os.strerror(err), path)
 
 
 def _detached_if_stale(path: str, exc: OSError) -> bool:

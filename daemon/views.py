@@ -32,7 +32,7 @@ import re
 import stat
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from cgroupfs.cgroups import CgroupPaths, read_proc_cgroup
 from cgroupfs.errors import CgroupGone, ProcessGone

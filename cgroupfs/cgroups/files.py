@@ -7,6 +7,7 @@ raises ParseError.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from cgroupfs.errors import CgroupGone, ParseError
@@ -35,10 +36,10 @@ def read_text(directory: str, name: str) -> str | None:
     except (NotADirectoryError, ProcessLookupError):
         raise CgroupGone(directory) from None
     except OSError as exc:
-        # ENODEV/EOPNOTSUPP: the kernel has the file but the feature is off.
+        # ENODEV/EOPNOTSUPP/EINVAL: the kernel has the file but the feature is off.
         if not os.path.isdir(directory):
             raise CgroupGone(directory) from None
-        if exc.errno in (19, 95, 22):
+        if exc.errno in (errno.ENODEV, errno.EOPNOTSUPP, errno.EINVAL):
             return None
         raise
     try:

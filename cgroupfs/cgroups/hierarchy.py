@@ -9,9 +9,10 @@ served by v1 when a v1 hierarchy has it, otherwise by v2 when v2 has it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cgroupfs.errors import ParseError
+from cgroupfs.mountinfo import MountEntry, read_mountinfo
 
 # The v1 controller names the kernel knows; other mount options (rw, relatime,
 # name=systemd, nsdelegate, ...) are not controllers.
@@ -62,42 +63,22 @@ class Hierarchy:
         return None
 
 
-def unescape_mountinfo(text: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
-    if "\\" not in text:
-        return text
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and len(text[i + 1:i + 4]) == 3 and text[i + 1:i + 4].isdigit():
-            out.append(chr(int(text[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> tuple[dict[str, Mount], Mount | None]:
-    """(v1 controller -> mount, the cgroup2 mount) from mountinfo text.
+def cgroup_mounts(entries: Iterable[MountEntry]) -> tuple[dict[str, Mount], Mount | None]:
+    """(v1 controller -> mount, the cgroup2 mount) among the mounts of a mount table.
 
     When a hierarchy is mounted twice, the first mount wins (that is the one the
     host mounted at boot; later ones are usually bind mounts into containers).
     """
     v1: dict[str, Mount] = {}
     v2: Mount | None = None
-    for line in text.splitlines():
-        before, sep, after = line.partition(" - ")
-        if not sep:
+    for entry in entries:
+        if entry.fstype not in ("cgroup", "cgroup2"):
             continue
-        fields, tail = before.split(), after.split()
-        if len(fields) < 5 or len(tail) < 3:
-            raise ParseError(f"malformed mountinfo line: {line!r}")
-        fstype = tail[0]
-        mount = Mount(directory=unescape_mountinfo(fields[4]), root=unescape_mountinfo(fields[3]))
-        if fstype == "cgroup2":
+        mount = Mount(directory=entry.mount_point, root=entry.root)
+        if entry.fstype == "cgroup2":
             v2 = v2 or mount
-        elif fstype == "cgroup":
-            for option in tail[2].split(","):
+        else:
+            for option in entry.super_options.split(","):
                 if option in V1_CONTROLLERS:
                     v1.setdefault(option, mount)
     return v1, v2
@@ -109,9 +90,7 @@ def discover(proc_root: str = "/proc", root_prefix: str = "", mountinfo_path: st
     `root_prefix` is prepended to every mount directory, so a fixture tree holding
     sys/fs/cgroup/... and a copied mountinfo can stand in for the machine.
     """
-    path = mountinfo_path or os.path.join(proc_root, "self/mountinfo")
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        v1, v2 = parse_mountinfo(f.read())
+    v1, v2 = cgroup_mounts(read_mountinfo(mountinfo_path or os.path.join(proc_root, "self/mountinfo")))
     if root_prefix:
         v1 = {c: Mount(root_prefix + m.directory, m.root) for c, m in v1.items()}
         v2 = v2 and Mount(root_prefix + v2.directory, v2.root)

@@ -9,7 +9,8 @@ import sys
 import time
 
 from cgroupfs.layout import CONTAINER_TARGETS
-from cgroupfs_daemon.inject import parse_mountinfo, source_identities, top_mounts
+from cgroupfs.mountinfo import read_mountinfo, top_mounts
+from cgroupfs_daemon.inject_plan import source_identities
 from tests.conftest import scaled
 from tests.docker.engine import DockerEngine
 
@@ -21,8 +22,7 @@ class NotInjected(AssertionError):
 
 
 def our_identities(mountpoint: str) -> dict[str, tuple[str, str]]:
-    with open("/proc/self/mountinfo") as f:
-        return source_identities(mountpoint, CONTAINER_TARGETS, f.read())
+    return source_identities(os.path.realpath(mountpoint), CONTAINER_TARGETS, read_mountinfo())
 
 
 def injected_targets(pid: int, mountpoint: str, ours: dict[str, tuple[str, str]] | None = None,
@@ -30,8 +30,7 @@ def injected_targets(pid: int, mountpoint: str, ours: dict[str, tuple[str, str]]
     """Targets whose visible mount in the process's namespace is a live file of `mountpoint`
     or, given the container's id, of its view (the daemon's default views mount point)."""
     try:
-        with open(f"/proc/{pid}/mountinfo") as f:
-            tops = top_mounts(parse_mountinfo(f.read(), set(CONTAINER_TARGETS.values())))
+        tops = top_mounts(read_mountinfo(f"/proc/{pid}/mountinfo", set(CONTAINER_TARGETS.values())))
     except (FileNotFoundError, ProcessLookupError):
         return set()
     accepted = [ours or our_identities(mountpoint)]

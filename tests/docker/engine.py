@@ -20,12 +20,12 @@ import tarfile
 import tempfile
 import time
 
-from cgroupfs.cgroups.hierarchy import unescape_mountinfo
+from cgroupfs.mountinfo import read_mountinfo
+from cgroupfs_daemon.syscalls import detach
 from tests.conftest import require, scaled
 
 IMAGE = "cgroupfs-test-busybox:latest"
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
-MNT_DETACH = 2
 
 
 class EngineUnavailable(Exception):
@@ -266,11 +266,7 @@ def _wait_gone(pid: int, timeout: float) -> None:
 
 def unmount_under(directory: str) -> None:
     """Lazily unmount every mount at or below `directory`, deepest first."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
     prefix = os.path.realpath(directory).rstrip("/")
-    with open("/proc/self/mountinfo") as f:
-        points = [unescape_mountinfo(line.split()[4]) for line in f]
+    points = {entry.mount_point for entry in read_mountinfo()}
     for point in sorted({p for p in points if p == prefix or p.startswith(prefix + "/")}, key=len, reverse=True):
-        libc.umount2(os.fsencode(point), MNT_DETACH)
+        detach(os.fsencode(point))

@@ -211,6 +211,51 @@ def test_docker_restart_is_injected_again(engine, cgroupfs_daemon, containers):
     assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 65536
 
 
+# 7 -- the namespace helper --------------------------------------------------------------
+
+
+def threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Threads:")).split()[1])
+
+
+def namespace_helper_of(daemon_pid: int) -> int:
+    """The daemon's child running cgroupfs_daemon.namespace_helper (its own children are its forks)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if parent == daemon_pid and b"cgroupfs_daemon.namespace_helper" in argv:
+            found.append(int(entry))
+    assert len(found) == 1, f"namespace helpers of {daemon_pid}: {found}"
+    return found[0]
+
+
+def test_namespace_helper_is_single_threaded_and_replaced_when_killed(engine, cgroupfs_daemon, containers):
+    mountpoint = cgroupfs_daemon.mountpoint
+    first = containers("-m", "64m", IMAGE, *SLEEP)
+    wait_injected(engine, first, mountpoint)
+    helper = namespace_helper_of(cgroupfs_daemon.pid)
+    # The daemon runs the FUSE loop, the watcher and its pool...; the helper, which
+    # forks the children that enter containers, runs one thread.
+    assert threads(cgroupfs_daemon.pid) > 1
+    assert threads(helper) == 1
+    os.kill(helper, signal.SIGKILL)  # the test daemon's child, by pid
+    second = containers("-m", "48m", IMAGE, *SLEEP)
+    wait_injected(engine, second, mountpoint)
+    assert memtotal_kb(read_in(engine, second, "/proc/meminfo")) == 48 * 1024
+    replacement = namespace_helper_of(cgroupfs_daemon.pid)
+    assert replacement != helper and threads(replacement) == 1
+    assert f"namespace helper (pid {helper}) lost (exit status -9)" in cgroupfs_daemon.log()
+
+
 # 5 -- Docker itself goes away (last: it ends every container) ---------------------------
 
 

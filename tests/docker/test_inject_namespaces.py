@@ -8,12 +8,15 @@ import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs_daemon import inject
+from cgroupfs_daemon.inject_runner import NamespaceRunner
 from tests.daemon_process import DaemonProcess
+from tests.conftest import scaled
 from tests.docker.checks import injected_targets, memtotal_kb
 
 
@@ -93,3 +96,23 @@ def test_another_filesystem_already_mounted_is_left_alone(cgroupfs_daemon, usern
     assert results["/proc/meminfo"] == "foreign"
     assert results["/proc/cpuinfo"] == "mounted"
     assert memtotal_kb(read_in_namespace(userns_process, "/proc/meminfo").stdout) == 1234
+
+
+def test_a_request_lost_with_its_helper_is_made_by_the_next_one(cgroupfs_daemon, userns_process):
+    runner = NamespaceRunner()
+    try:
+        runner.start()
+        helper = runner.helper_pid
+        with open(f"/proc/{helper}/status") as f:
+            assert "Threads:\t1\n" in f.read()  # forks safely: nothing else runs in it
+        os.kill(helper, signal.SIGSTOP)  # our runner's helper, by pid
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            injecting = pool.submit(inject.inject, userns_process, cgroupfs_daemon.mountpoint, runner=runner)
+            time.sleep(scaled(0.5))  # the request now waits in the stopped helper's socket
+            os.kill(helper, signal.SIGKILL)
+            results = injecting.result(timeout=scaled(10))
+        assert {r.outcome for r in results} == {"mounted"}
+        assert runner.helper_pid not in (None, helper)
+        assert injected_targets(userns_process, cgroupfs_daemon.mountpoint) == set(CONTAINER_TARGETS.values())
+    finally:
+        runner.stop()

@@ -13,6 +13,7 @@ from cgroupfs.sources import Options
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 HYBRID = os.path.join(FIXTURES, "host-6.18.44-hybrid")
 V2 = os.path.join(FIXTURES, "v2-kernel-docs")
+MOUNTS = os.path.join(FIXTURES, "mounts-6.18.44-docker")  # mount tables, see capture_container_mounts.py
 
 HYBRID_CHILD_PID = 4242  # in fixture-parent/fixture-child (memory 15M < parent 64M)
 HYBRID_ROOT_PID = 4343   # in every root cgroup: a host process

@@ -1,8 +1,9 @@
 import pytest
 
-from cgroupfs.cgroups.hierarchy import Mount, parse_mountinfo, unescape_mountinfo
+from cgroupfs.cgroups.hierarchy import Mount, cgroup_mounts
 from cgroupfs.cgroups.membership import parse_proc_cgroup
 from cgroupfs.errors import ParseError
+from cgroupfs.mountinfo import parse_mountinfo
 from tests.unit.fixture_trees import HYBRID, V2, hierarchy
 
 
@@ -25,14 +26,15 @@ def test_pure_v2_host_reads_its_controllers():
 
 def test_co_mounted_controllers_share_one_mount():
     text = "25 22 0:22 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
-    v1, v2 = parse_mountinfo(text)
+    v1, v2 = cgroup_mounts(parse_mountinfo(text))
     assert v1["cpu"] is v1["cpuacct"]
     assert v1["cpu"].directory == "/sys/fs/cgroup/cpu,cpuacct"
     assert v2 is None
 
 
 def test_escaped_mount_directory_and_non_root_mount():
-    assert unescape_mountinfo(r"/mnt/my\040cgroups") == "/mnt/my cgroups"
+    text = r"25 22 0:22 / /mnt/my\040cgroups rw - cgroup2 cgroup2 rw" + "\n"
+    assert cgroup_mounts(parse_mountinfo(text))[1].directory == "/mnt/my cgroups"
     mount = Mount(directory="/sys/fs/cgroup", root="/docker/abc")
     assert mount.path_of("/docker/abc/sub") == "/sys/fs/cgroup/sub"
     assert mount.path_of("/docker/abc") == "/sys/fs/cgroup"

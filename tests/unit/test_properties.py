@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from cgroupfs.cgroups import v1, v2
 from cgroupfs.cgroups.files import parse_cpu_list, parse_flat_keyed, parse_limit, parse_pressure
-from cgroupfs.cgroups.hierarchy import parse_mountinfo
 from cgroupfs.cgroups.membership import parse_proc_cgroup
 from cgroupfs.cgroups.model import CpusetInfo, CpuStats, MemoryStats
 from cgroupfs.errors import ParseError
@@ -20,6 +19,7 @@ from cgroupfs.host.cpuinfo import parse_cpuinfo
 from cgroupfs.host.diskstats import parse_diskstats
 from cgroupfs.host.meminfo import parse_meminfo
 from cgroupfs.host.stat import parse_stat
+from cgroupfs.mountinfo import parse_mountinfo
 from cgroupfs.procs import parse_nspid, parse_task_stat
 from tests.unit.fixture_trees import V2
 
