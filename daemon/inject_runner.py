@@ -104,7 +104,7 @@ class NamespaceRunner:
     # -- the helper process (with self._lock held) --------------------------------------
 
     def _running(self) -> tuple[subprocess.Popen, socket.socket]:
-        if self._process is not None and self._process.poll() is None:
+        if self._process is not None and self._process.poll() is None and self._control is not None:
             return self._process, self._control
         if self._process is not None:
             process = self._process
@@ -158,7 +158,7 @@ class NamespaceRunner:
 
 def _read_to_end(fd: int, timeout_s: float) -> bytes | None:
     """Everything written to pipe `fd` until every writer closed it; None after `timeout_s`."""
-    chunks = []
+    chunks: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     while True:
         remaining = deadline - time.monotonic()
