@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import scaled
+from tests.conftest import require, scaled
 
 MIB = 1024 * 1024
 
@@ -84,8 +84,7 @@ def test_cpuset_of_one_cpu(mnt, make_cgroup):
 
 
 def test_half_a_cpu_quota_shows_one_cpu(mnt, make_cgroup):
-    if os.cpu_count() < 2:
-        pytest.skip("needs at least two cpus to show the quota cap")  # a fact of the machine, not a prerequisite
+    require(os.cpu_count() >= 2, "needs at least two cpus to show the quota cap")
     cgroup = make_cgroup()
     cgroup.set_cpu_quota(50_000, 100_000)
     assert processors(read_in(cgroup, f"{mnt}/proc/cpuinfo")) == [0]
@@ -146,8 +145,8 @@ def test_diskstats_grows_after_direct_io(mnt, make_cgroup, workdir):
     target = os.path.join(workdir, "direct-io.bin")
     try:
         result = cgroup.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=4", "oflag=direct"], timeout=60)
-        if result.returncode != 0 and b"Invalid argument" in result.stderr:
-            pytest.skip(f"{workdir} does not support O_DIRECT")  # e.g. tmpfs: a fact of the filesystem
+        require(result.returncode == 0 or b"Invalid argument" not in result.stderr,
+                f"{workdir} does not support O_DIRECT (e.g. tmpfs); needs a block-device filesystem")
         assert result.returncode == 0, result.stderr.decode()
         time.sleep(0.2)
         lines = [l.split() for l in read_in(cgroup, f"{mnt}/proc/diskstats").splitlines()]
@@ -241,8 +240,6 @@ def test_concurrent_sendfile_readers_in_two_cgroups_never_mix(mnt, make_cgroup):
     import shutil
 
     busybox = shutil.which("busybox")
-    from tests.conftest import require
-
     require(busybox is not None, "busybox (Debian: busybox-static) is not installed")
     small, large = make_cgroup(), make_cgroup()
     small.set_memory_limit(15 * MIB)
