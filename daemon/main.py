@@ -30,7 +30,6 @@ from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint
 from cgroupfs_daemon.notify import Notifier
 from cgroupfs_daemon.state import StateWriter
 from cgroupfs_daemon.stats import DaemonStats
-from cgroupfs_daemon.testhooks import install_wedge
 from cgroupfs_daemon.views import Views
 
 log = logging.getLogger("cgroupfs")
@@ -122,7 +121,6 @@ class Daemon:
         # Last: started once everything else runs (READY=1 means "all up"), stopped first
         # (STOPPING=1 before the rest shuts down).
         self.add_component(Notifier(self.mountpoint, self.stats, docker_enabled=config.docker_host is not None))
-        install_wedge(self.operations)  # test-only; a no-op unless $CGROUPFS_TEST_WEDGE_FILE is set
 
     def add_component(self, component) -> None:
         self.components.append(component)

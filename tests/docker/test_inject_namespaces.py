@@ -15,6 +15,7 @@ import pytest
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs_daemon import inject
 from cgroupfs_daemon.inject_runner import NamespaceRunner
+from tests.conftest import require
 from tests.daemon_process import DaemonProcess
 from tests.conftest import scaled
 from tests.docker.checks import injected_targets, memtotal_kb
@@ -24,8 +25,7 @@ from tests.docker.checks import injected_targets, memtotal_kb
 def userns_process():
     """A process in its own user namespace (root mapped to root) and mount namespace."""
     unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare (util-linux) is not installed")
+    require(unshare is not None, "unshare (util-linux) is not installed")
     process = subprocess.Popen([unshare, "--user", "--map-root-user", "--mount", "--propagation", "private",
                                 "sleep", "600"])
     try:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import scaled
+from tests.conftest import require, scaled
 
 MIB = 1024 * 1024
 
@@ -84,8 +84,7 @@ def test_cpuset_of_one_cpu(mnt, make_cgroup):
 
 
 def test_half_a_cpu_quota_shows_one_cpu(mnt, make_cgroup):
-    if os.cpu_count() < 2:
-        pytest.skip("needs at least two cpus to show the quota cap")  # a fact of the machine, not a prerequisite
+    require(os.cpu_count() >= 2, "needs at least two cpus to show the quota cap")
     cgroup = make_cgroup()
     cgroup.set_cpu_quota(50_000, 100_000)
     assert processors(read_in(cgroup, f"{mnt}/proc/cpuinfo")) == [0]
@@ -97,24 +96,41 @@ def cpu_ticks(stat_text: str) -> int:
     return int(fields[1]) + int(fields[3])  # user + system
 
 
+def procs_running(stat_text: str) -> int:
+    return int(re.search(r"^procs_running (\d+)", stat_text, re.M).group(1))
+
+
+# The busy loops below load the host too, so a daemon that served the host's file
+# would show them to every reader: each test also reads through an idle sibling
+# cgroup at the same moment and asserts that it does not see them.
+
 def test_stat_cpu_time_grows_by_what_a_busy_loop_burned(mnt, make_cgroup):
-    cgroup = make_cgroup()
-    before = cpu_ticks(read_in(cgroup, f"{mnt}/proc/stat"))
-    busy = cgroup.popen([sys.executable, "-c", "import time\nend=time.process_time()+1.0\nwhile time.process_time()<end: pass"])
+    busy_cgroup, idle_cgroup = make_cgroup(), make_cgroup()
+    before = [cpu_ticks(read_in(cgroup, f"{mnt}/proc/stat")) for cgroup in (busy_cgroup, idle_cgroup)]
+    busy = busy_cgroup.popen([sys.executable, "-c",
+                              "import time\nend=time.process_time()+1.0\nwhile time.process_time()<end: pass"])
     assert busy.wait(timeout=60) == 0
     time.sleep(0.2)  # past the render cache
-    after = cpu_ticks(read_in(cgroup, f"{mnt}/proc/stat"))
+    after = [cpu_ticks(read_in(cgroup, f"{mnt}/proc/stat")) for cgroup in (busy_cgroup, idle_cgroup)]
+    busy_delta, idle_delta = after[0] - before[0], after[1] - before[1]
     ticks_per_second = os.sysconf("SC_CLK_TCK")
-    assert 0.8 * ticks_per_second <= after - before <= 2.0 * ticks_per_second, (before, after)
+    assert 0.8 * ticks_per_second <= busy_delta <= 2.0 * ticks_per_second, (before, after)
+    # only its own `cat`s ran in the idle sibling; the host's counters grew by the whole second
+    assert idle_delta <= 0.1 * ticks_per_second, (before, after)
 
 
 def test_procs_running_counts_the_containers_runnable_tasks(mnt, make_cgroup):
-    cgroup = make_cgroup()
-    busy = [cgroup.popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
+    busy_cgroup, idle_cgroup = make_cgroup(), make_cgroup()
+    busy = [busy_cgroup.popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
     try:
         time.sleep(0.3)
-        running = int(re.search(r"^procs_running (\d+)", read_in(cgroup, f"{mnt}/proc/stat"), re.M).group(1))
-        assert 1 <= running <= 3  # two loops (sharing cpus with the rest of the host) plus maybe cat
+        running = procs_running(read_in(busy_cgroup, f"{mnt}/proc/stat"))
+        idle_running = procs_running(read_in(idle_cgroup, f"{mnt}/proc/stat"))
+        # Both loops are runnable whenever they are looked at (R, on a cpu or waiting
+        # for one); the reading `cat` waits for our answer (D), but allow for it.
+        assert 2 <= running <= 3, running
+        # The host's count includes both loops and the daemon thread answering: >= 3.
+        assert idle_running <= 1, idle_running
     finally:
         for process in busy:
             process.kill()
@@ -129,8 +145,8 @@ def test_diskstats_grows_after_direct_io(mnt, make_cgroup, workdir):
     target = os.path.join(workdir, "direct-io.bin")
     try:
         result = cgroup.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=4", "oflag=direct"], timeout=60)
-        if result.returncode != 0 and b"Invalid argument" in result.stderr:
-            pytest.skip(f"{workdir} does not support O_DIRECT")  # e.g. tmpfs: a fact of the filesystem
+        require(result.returncode == 0 or b"Invalid argument" not in result.stderr,
+                f"{workdir} does not support O_DIRECT (e.g. tmpfs); needs a block-device filesystem")
         assert result.returncode == 0, result.stderr.decode()
         time.sleep(0.2)
         lines = [l.split() for l in read_in(cgroup, f"{mnt}/proc/diskstats").splitlines()]
@@ -153,16 +169,21 @@ def test_uptime_of_a_fresh_pid_namespace_is_small(mnt, make_cgroup):
 
 
 def test_loadavg_rises_with_two_busy_loops(mnt, make_cgroup):
-    cgroup = make_cgroup()
-    busy = [cgroup.popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
+    busy_cgroup, idle_cgroup = make_cgroup(), make_cgroup()
+    busy = [busy_cgroup.popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
     try:
         # The sampler runs every 5 s; the kernel's own 1-minute average of 2 runnable
         # tasks is 2*(1-(1884/2048)^n) after n samples: 0.44 after 3, 0.57 after 4.
         time.sleep(21)
-        fields = read_in(cgroup, f"{mnt}/proc/loadavg").split()
+        fields = read_in(busy_cgroup, f"{mnt}/proc/loadavg").split()
+        idle_fields = read_in(idle_cgroup, f"{mnt}/proc/loadavg").split()
         assert float(fields[0]) > 0.5, fields
         running, total = map(int, fields[3].split("/"))
-        assert total >= 2
+        assert 2 <= total <= 3, fields  # the loops, and the reading cat
+        # The host's average rose by as much (the same loops run there); the idle
+        # sibling never had a task to count, and holds nothing but its reader.
+        assert idle_fields[:3] == ["0.00", "0.00", "0.00"], idle_fields
+        assert int(idle_fields[3].split("/")[1]) <= 1, idle_fields
     finally:
         for process in busy:
             process.kill()
@@ -219,8 +240,6 @@ def test_concurrent_sendfile_readers_in_two_cgroups_never_mix(mnt, make_cgroup):
     import shutil
 
     busybox = shutil.which("busybox")
-    from tests.conftest import require
-
     require(busybox is not None, "busybox (Debian: busybox-static) is not installed")
     small, large = make_cgroup(), make_cgroup()
     small.set_memory_limit(15 * MIB)

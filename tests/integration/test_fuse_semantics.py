@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import stat
 import subprocess
+import sys
 
 import pytest
 
 from cgroupfs.table import DIRECTORIES, FILES
+from tests.conftest import require
 
 
 def test_tree_modes_and_listing(mnt):
@@ -96,15 +99,32 @@ def test_cat_head_and_dd_agree(mnt):
     assert cat and head == cat[:100] and dd == cat
 
 
-def test_mmap_of_a_direct_io_file_fails_cleanly(mnt):
-    import mmap
+MAP_AND_TOUCH = """
+import errno, mmap, sys
+with open(sys.argv[1], "rb") as f:
+    try:
+        mapped = mmap.mmap(f.fileno(), 0, flags=getattr(mmap, sys.argv[2]), prot=mmap.PROT_READ)
+    except OSError as exc:
+        print(errno.errorcode[exc.errno])
+        sys.exit(0)
+    print(mapped[:9])  # the first access faults the page in through the page cache
+"""
 
-    with open(os.path.join(mnt, "proc/meminfo"), "rb") as f:
-        try:
-            with mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ) as mapped:
-                mapped[:8]  # if the kernel allows it, it must not hang or crash
-        except (OSError, ValueError):
-            pass  # ENODEV / EINVAL: direct_io files cannot be mapped
+
+@pytest.mark.parametrize("flags,outcomes", [
+    # direct_io files cannot be mapped shared (the kernel refuses, ENODEV); kernels that
+    # negotiate FUSE_DIRECT_IO_ALLOW_MMAP map it, and the fill is then refused like below
+    ("MAP_SHARED", {"ENODEV", "SIGBUS"}),
+    # a private mapping is filled through the page cache, which we refuse (EIO): SIGBUS
+    ("MAP_PRIVATE", {"SIGBUS"}),
+])
+def test_mmap_never_serves_content_through_the_page_cache(mnt, flags, outcomes):
+    path = os.path.join(mnt, "proc/meminfo")
+    result = subprocess.run([sys.executable, "-c", MAP_AND_TOUCH, path, flags], capture_output=True, timeout=30)
+    outcome = "SIGBUS" if result.returncode == -signal.SIGBUS else result.stdout.decode().strip()
+    assert outcome in outcomes, (result.returncode, result.stdout, result.stderr[-500:])
+    with open(path, "rb") as f:
+        assert f.read().startswith(b"MemTotal:")  # the daemon serves on, unharmed
 
 
 def test_sendfile_readers_get_the_content_not_an_empty_file(mnt):
@@ -113,13 +133,13 @@ def test_sendfile_readers_get_the_content_not_an_empty_file(mnt):
     import tempfile
 
     busybox = shutil.which("busybox")
+    require(busybox is not None, "busybox (Debian: busybox-static) is not installed")
     path = os.path.join(mnt, "proc/meminfo")
     with open(path, "rb") as f:
         expected_start = f.read()[:9]
     assert expected_start == b"MemTotal:"
-    if busybox:
-        out = subprocess.run([busybox, "cat", path], capture_output=True, check=True).stdout
-        assert out.startswith(b"MemTotal:") and out.endswith(b"\n")
+    out = subprocess.run([busybox, "cat", path], capture_output=True, check=True).stdout
+    assert out.startswith(b"MemTotal:") and out.endswith(b"\n")
     with tempfile.NamedTemporaryFile() as copy:
         shutil.copyfile(os.path.join(mnt, "proc/swaps"), copy.name)
         with open(os.path.join(mnt, "proc/swaps"), "rb") as f:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import subprocess
 
 import pytest
 
-import cgroupfs.server
 from tests.metrics.support import (
     MIB, PYTHON, REPO, SLEEP_FOREVER, ids_in, promtool_check, require, start_in, stop, values,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def served_cgroups_are_reported() -> bool:
-    """Whether the content server tells DaemonStats which cgroups it served (issue 4 wiring)."""
-    return "note_served" in inspect.getsource(cgroupfs.server)
 
 
 def read_through(mountpoint: str, *names: str) -> None:
@@ -81,8 +74,6 @@ def test_prometheus_scrapes_the_daemon(start_daemon, prometheus_for):
     assert [float(r["value"][1]) for r in result] == [1]
 
 
-@pytest.mark.skipif(not served_cgroups_are_reported(),
-                    reason="ContentServer does not call DaemonStats.note_served yet (issue 4 wiring)")
 def test_a_cgroup_whose_process_read_the_mount_is_exported(start_daemon, make_cgroup, prometheus_for):
     daemon = start_daemon()
     cgroup = make_cgroup("daemon")

@@ -125,7 +125,7 @@ class ServiceDaemon:
         self.wedge_file = os.path.join(directory, "wedge") if wedge else None
         self.log_path = os.path.join(directory, "daemon.log")
         self.env = dict(os.environ)
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CGROUPFS_TEST_WEDGE_FILE"):
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             self.env.pop(name, None)
         for name in list(self.env):
             if name.startswith("CGROUPFS_"):
@@ -141,10 +141,13 @@ class ServiceDaemon:
             if watchdog_pid not in (None, "self"):
                 self.env["WATCHDOG_PID"] = watchdog_pid
         self.watchdog_pid_self = watchdog_usec is not None and watchdog_pid == "self"
-        if self.wedge_file:
-            self.env["CGROUPFS_TEST_WEDGE_FILE"] = self.wedge_file
         self.env.update(env or {})
-        base = command or (sys.executable, "-m", "cgroupfs_daemon.cli", "daemon")
+        if command:
+            base = command
+        elif self.wedge_file:
+            base = (sys.executable, "-m", "tests.wedged_daemon", self.wedge_file, "daemon")  # reads block on it
+        else:
+            base = (sys.executable, "-m", "cgroupfs_daemon.cli", "daemon")
         self.args = [*base, *(("--mountpoint", self.mountpoint) if mountpoint_flag else ()),
                      *(("--docker-host", docker_host) if docker_host else ("--no-docker",)),
                      *(("--metrics-address", metrics_address) if metrics_address else ("--no-metrics",)),
