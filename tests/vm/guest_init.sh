@@ -106,10 +106,17 @@ site_dir = site.getsitepackages()[0]  # /usr/local/lib/python3.11/dist-packages
 os.makedirs(site_dir, exist_ok=True)
 with open(os.path.join(site_dir, "cgroupfs-vm.pth"), "w") as pth:
     pth.write("/mnt/pylib\n/mnt/src\n")
-scripts = {}
+scripts, package_dirs = {}, {}
 if os.path.exists("/mnt/src/pyproject.toml"):
     with open("/mnt/src/pyproject.toml", "rb") as pyproject:
-        scripts = tomllib.load(pyproject).get("project", {}).get("scripts", {})
+        project = tomllib.load(pyproject)
+    scripts = project.get("project", {}).get("scripts", {})
+    package_dirs = project.get("tool", {}).get("setuptools", {}).get("package-dir", {})
+# A package installed under another name than its folder (daemon/ -> cgroupfs_daemon).
+for package, folder in package_dirs.items():
+    link = os.path.join(site_dir, package)
+    if not os.path.lexists(link):
+        os.symlink(os.path.join("/mnt/src", folder), link)
 for name, target in scripts.items():
     module, _, function = target.partition(":")
     path = f"/usr/local/bin/{name}"
