@@ -1,6 +1,6 @@
 """Put the cgroupfs files over a running container's /proc files, in its mount namespace.
 
-How (DESIGN.md, "Injection into a running container"): in the host mount namespace,
+How (../shared/DESIGN.md, "Injection into a running container"): in the host mount namespace,
 `open_tree(OPEN_TREE_CLONE)` makes a detached mount of each source file (one fd, one
 mount) and `mount_setattr` makes it read-only; the namespace helper (a single-threaded
 process of its own, namespace_helper.py) then forks a child that `setns`es into the
