@@ -10,13 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cgroupfs.layout import CONTAINER_TARGETS
-from tests.docker.checks import (
+from testbed.docker_checks import (
     cat_in, cgroupfs_cli, injected_targets, memtotal_kb, processor_count, read_in, wait_injected,
 )
-from tests.conftest import scaled
-from tests.docker.engine import IMAGE
-
-pytestmark = pytest.mark.docker
+from testbed.docker_engine import IMAGE
+from testbed.timing import scaled
 
 SLEEP = ("sleep", "600")
 

@@ -71,6 +71,7 @@ def test_status_of_a_crashed_daemon(daemons):
     assert lines["daemon"] == f"not running (pid {daemon.pid} in {daemon.state_file} is gone)"
 
 
+@pytest.mark.unit
 def test_the_state_file_reports_the_daemons_counters(tmp_path):
     stats = DaemonStats()
     stats.containers = {"/docker/a": ContainerInfo("a" * 64, "web", "nginx"),

@@ -1,4 +1,4 @@
-"""Real cgroups for tests: created under a unique name, removed afterwards.
+"""Real cgroups for tests and benchmarks: created under a unique name, removed afterwards.
 
 Works on v1, v2 and hybrid hosts: each controller is set up in whichever
 hierarchy serves it, using cgroupfs's own hierarchy discovery.

@@ -10,10 +10,10 @@ import time
 
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs_daemon.inject import parse_mountinfo, source_identities, top_mounts
-from tests.conftest import scaled
-from tests.docker.engine import DockerEngine
+from testbed.docker_engine import DockerEngine
+from testbed.timing import scaled
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class NotInjected(AssertionError):

@@ -1,4 +1,4 @@
-"""Run a real `cgroupfs daemon` as a subprocess for tests; always clean up."""
+"""Run a real `cgroupfs daemon` as a subprocess for tests and benchmarks; always clean up."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 
 from cgroupfs_daemon.mount import lazy_unmount, mounts_at
-from tests.conftest import scaled
+from testbed.timing import scaled
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
