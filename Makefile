@@ -60,8 +60,10 @@ lint: venv
 test: deps-test venv lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# Every test that needs nothing but the virtualenv (any user, no FUSE, cgroups or Docker):
+# the `unit` lane, see tests/conftest.py.
 test-unit: venv
-	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m unit $(PYTEST_ARGS)
 
 test-integration: deps-test venv
 	$(VENV)/bin/python -m pytest tests/integration $(PYTEST_ARGS)

@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 
 from cgroupfs.layout import CONTAINER_TARGETS
-from tests.daemon_process import DaemonProcess
-from tests.docker.checks import injected_targets, memtotal_kb, our_identities, read_in
-from tests.docker.engine import IMAGE, DockerEngine
+from testbed.daemon_process import DaemonProcess
+from testbed.docker_checks import injected_targets, memtotal_kb, our_identities, read_in
+from testbed.docker_engine import IMAGE, DockerEngine
 
 ALL_TARGETS = set(CONTAINER_TARGETS.values())
 

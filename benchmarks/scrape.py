@@ -4,18 +4,16 @@ Budget (issue 4): a scrape takes <= 100 ms and costs the exporting process <= 50
 of CPU.  Every cgroup holds one sleeping process and a memory limit.  The exporter
 is a separate process, so its CPU time (utime+stime from /proc/<pid>/stat, summed
 over all its threads, averaged over many scrapes) is not mixed with this client's:
-- `--mode daemon`: the real `cgroupfs daemon`; each cgroup's process reads
+- `--mode daemon` (default): the real `cgroupfs daemon`; each cgroup's process reads
   proc/meminfo through the mount once, which is how the daemon learns of it;
 - `--mode component`: MetricsServer alone in a child process, the cgroups
-  registered with DaemonStats.note_served (what the FUSE path calls);
-- `--mode auto` (default): daemon when the content server reports served cgroups.
+  registered with DaemonStats.note_served (what the FUSE path calls).
 Run as root; everything created is removed, even on failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shutil
 import statistics
@@ -25,7 +23,10 @@ import tempfile
 import time
 
 from cgroupfs.cgroups import discover
-from tests.metrics.support import REPO, LiveCgroup, free_port, ids_in, scrape, wait_for
+from testbed.cgroups import TestCgroup
+from testbed.daemon_process import REPO
+from testbed.metrics import free_port, ids_in, scrape
+from testbed.timing import wait_for
 
 BUDGET_WALL_S = 0.100
 BUDGET_CPU_S = 0.050
@@ -55,12 +56,6 @@ def serve_component(port: int, pids: list[int]) -> None:
     server.start()
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     server.stop()
-
-
-def daemon_reports_served_cgroups() -> bool:
-    import cgroupfs.server
-
-    return "note_served" in inspect.getsource(cgroupfs.server)
 
 
 def measure(port: int, exporter_pid: int, scrapes: int, round_size: int = 10) -> dict:
@@ -124,14 +119,12 @@ def run(count: int, scrapes: int, mode: str) -> int:
     if os.geteuid() != 0:
         print("benchmarks.scrape: run as root (it creates cgroups and mounts the daemon)", file=sys.stderr)
         return 2
-    if mode == "auto":
-        mode = "daemon" if daemon_reports_served_cgroups() else "component"
     hierarchy = discover()
     workdir = tempfile.mkdtemp(prefix="cgroupfs-bench-scrape-")
     mountpoint = os.path.join(workdir, "mnt")
     os.mkdir(mountpoint)
     port = free_port()
-    cgroups: list[LiveCgroup] = []
+    cgroups: list[TestCgroup] = []
     sleepers: list[subprocess.Popen] = []
     exporter: subprocess.Popen | None = None
     log = open(os.path.join(workdir, "exporter.log"), "wb")
@@ -143,7 +136,7 @@ def run(count: int, scrapes: int, mode: str) -> int:
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             wait_for(lambda: os.path.exists(os.path.join(mountpoint, "proc/meminfo")), 30, what="the mount")
         for index in range(count):
-            cgroup = LiveCgroup(f"cgroupfs-bench-scrape-{os.getpid()}-{index}", hierarchy)
+            cgroup = TestCgroup(f"cgroupfs-bench-scrape-{os.getpid()}-{index}", hierarchy)
             cgroups.append(cgroup)
             cgroup.set_memory_limit(256 << 20)
             command = (f"cat {mountpoint}/proc/meminfo >/dev/null; exec sleep infinity" if mode == "daemon"
@@ -157,7 +150,7 @@ def run(count: int, scrapes: int, mode: str) -> int:
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if exporter is None:
             raise ValueError(f"unknown mode {mode!r}")
-        wanted = {cgroup.path for cgroup in cgroups}
+        wanted = {"/" + cgroup.relative for cgroup in cgroups}  # the ids the exporter gives them
 
         def all_exported():
             try:
@@ -210,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scrape", description=__doc__.splitlines()[0])
     parser.add_argument("--cgroups", type=int, default=100)
     parser.add_argument("--scrapes", type=int, default=50)
-    parser.add_argument("--mode", choices=("auto", "daemon", "component"), default="auto")
+    parser.add_argument("--mode", choices=("daemon", "component"), default="daemon")
     parser.add_argument("--serve-component", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("pids", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -52,8 +52,8 @@ from cgroupfs.cgroups.hierarchy import discover
 from cgroupfs.layout import docker_volume_flags
 from cgroupfs.mountinfo import read_mountinfo
 from cgroupfs.table import FILES
-from tests.cgroup_helpers import TestCgroup
-from tests.daemon_process import REPO, DaemonProcess
+from testbed.cgroups import TestCgroup
+from testbed.daemon_process import REPO, DaemonProcess
 
 MIB = 1 << 20
 PYTHON = sys.executable
@@ -365,7 +365,7 @@ class Run:
                               input=input, timeout=timeout)
 
     def build_image(self) -> None:
-        from tests.docker.engine import busybox_rootfs_tar
+        from testbed.docker_engine import busybox_rootfs_tar
 
         result = self.docker("import", "--change", "ENV PATH=/bin", "-", self.image, input=busybox_rootfs_tar())
         if result.returncode != 0:
@@ -786,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     docker = parser.add_mutually_exclusive_group()
     docker.add_argument("--docker-host", default=None, help="also churn containers on this engine (unix:// only)")
     docker.add_argument("--private-docker", action="store_true",
-                        help="start a private dockerd (tests/docker/engine.py) and churn containers on it")
+                        help="start a private dockerd (testbed/docker_engine.py) and churn containers on it")
     parser.add_argument("--duration", type=float, default=None, help="override the mode's duration (s)")
     parser.add_argument("--scale", type=int, default=None, help="cgroups in the scale phase (0: skip)")
     parser.add_argument("--no-soak", action="store_true", help="run only the scale phase")
@@ -814,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
                 base.scale_cgroups if args.scale is None else args.scale)
     engine = None
     if args.private_docker:
-        from tests.docker.engine import DockerEngine, EngineUnavailable
+        from testbed.docker_engine import DockerEngine, EngineUnavailable
 
         engine = DockerEngine()
         try:

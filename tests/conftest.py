@@ -1,20 +1,47 @@
-"""Shared test policy: on CI a missing prerequisite is a failure, never a skip."""
+"""Shared test policy: lanes, and on CI a missing prerequisite is a failure, never a skip.
+
+Every test is in exactly one lane, given here at collection:
+- unit: needs nothing but the virtualenv (no root, FUSE, cgroups, Docker or host
+  tools), so it passes as any user: tests/unit, and tests marked `unit` elsewhere
+  (`pytestmark = pytest.mark.unit` for a module, or on the test).  `make test-unit`.
+- docker: tests/docker, and tests marked `docker` elsewhere (the private dockerd).
+- integration: everything else (root, real FUSE mounts, real cgroups, host tools).
+`make test` runs all three.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# Deadlines in the tests are for this kind of host; the emulated v2 VM lane runs
-# ~10x slower and says so here (the behaviour asserted is the same, only slower).
-TIME_SCALE = float(os.environ.get("CGROUPFS_TEST_TIME_SCALE", "1") or "1")
+TESTS = Path(__file__).parent
 
 
-def scaled(seconds: float) -> float:
-    """A deadline of `seconds` on this host, stretched on slower (emulated) ones."""
-    return seconds * TIME_SCALE
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these markers
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        top = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        if top == "unit":
+            item.add_marker(pytest.mark.unit)
+        if item.get_closest_marker("unit"):
+            continue
+        if top == "docker":
+            item.add_marker(pytest.mark.docker)
+        if not item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A unit test has no prerequisite to miss: if one skips, it is in the wrong lane."""
+    report = (yield).get_result()
+    if report.skipped and item.get_closest_marker("unit"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"a unit test must not need anything, but it skipped: {reason}"
 
 
 def fuse_and_cgroups(controllers=("memory", "cpu", "cpuset")):

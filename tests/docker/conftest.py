@@ -10,11 +10,10 @@ import os
 
 import pytest
 
+from testbed.daemon_process import DaemonProcess
 from tests.conftest import require
-from tests.daemon_process import DaemonProcess
 from tests.docker.engine import running_engine
 
-pytestmark = pytest.mark.docker
 _names = itertools.count()
 _session_daemon: list[DaemonProcess] = []  # for failure reports
 

@@ -15,10 +15,9 @@ import pytest
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs_daemon import inject
 from cgroupfs_daemon.inject_runner import NamespaceRunner
-from tests.conftest import require
-from tests.daemon_process import DaemonProcess
-from tests.conftest import scaled
-from tests.docker.checks import injected_targets, memtotal_kb
+from testbed.daemon_process import DaemonProcess
+from testbed.docker_checks import injected_targets, memtotal_kb
+from tests.conftest import require, scaled
 
 
 @pytest.fixture

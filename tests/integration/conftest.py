@@ -8,9 +8,9 @@ import tempfile
 
 import pytest
 
-from tests.cgroup_helpers import TestCgroup
+from testbed.cgroups import TestCgroup
+from testbed.daemon_process import DaemonProcess
 from tests.conftest import fuse_and_cgroups
-from tests.daemon_process import DaemonProcess
 
 _counter = itertools.count()
 

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.conftest import require, scaled
+from testbed.timing import scaled
+from tests.conftest import require
 
 MIB = 1024 * 1024
 
@@ -192,7 +193,7 @@ def test_loadavg_rises_with_two_busy_loops(mnt, make_cgroup):
 
 def test_a_host_reader_gets_the_host_files(mnt, hierarchy):
     # This test process is not necessarily in the root cgroups; a child moved there is.
-    from tests.cgroup_helpers import TestCgroup
+    from testbed.cgroups import TestCgroup
 
     root = TestCgroup.__new__(TestCgroup)
     root.hierarchy = hierarchy

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from cgroupfs_daemon.mount import mounts_at
-from tests.daemon_process import REPO, DaemonProcess
+from testbed.daemon_process import REPO, DaemonProcess
 
 
 def fuse_mounted(path: str) -> bool:

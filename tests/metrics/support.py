@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from cgroupfs.cgroups.hierarchy import Hierarchy, discover
+from testbed.metrics import free_port, ids_in, samples, scrape  # noqa: F401 (re-exported to the metrics tests)
+from testbed.timing import wait_for  # noqa: F401 (re-exported to the metrics tests)
 from tests.conftest import require  # noqa: F401 (re-exported to the metrics tests)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,36 +21,11 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 MIB = 1 << 20
 
 
-
-
 def require_root_cgroups() -> Hierarchy:
     require(os.geteuid() == 0, "needs root to create cgroups")
     hierarchy = discover()
     require(hierarchy.version_of("memory") is not None, "needs the memory cgroup controller")
     return hierarchy
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def scrape(port: int, host: str = "127.0.0.1", timeout: float = 10) -> str:
-    url_host = f"[{host}]" if ":" in host else host
-    with urllib.request.urlopen(f"http://{url_host}:{port}/metrics", timeout=timeout) as response:
-        assert response.status == 200
-        return response.read().decode()
-
-
-def samples(exposition: str) -> dict[tuple[str, frozenset], float]:
-    """{(sample name, frozenset(labels)): value} of a text exposition."""
-    result = {}
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            result[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return result
 
 
 def values(exposition: str, metric: str, /, **labels: str) -> list[float]:
@@ -62,26 +35,10 @@ def values(exposition: str, metric: str, /, **labels: str) -> list[float]:
             if sample == metric and wanted <= label_set]
 
 
-def ids_in(exposition: str) -> set[str]:
-    return {dict(labels)["id"] for (name, labels), _ in samples(exposition).items()
-            if name.startswith("container_") and "id" in dict(labels)}
-
-
 def promtool_check(exposition: str) -> subprocess.CompletedProcess:
     require(os.access(PROMTOOL, os.X_OK), "promtool missing (Debian package prometheus)")
     return subprocess.run([PROMTOOL, "check", "metrics"], input=exposition.encode(),
                           capture_output=True, timeout=60)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _write(path: str, value: str) -> None:

@@ -6,14 +6,10 @@ import os
 import socket
 import subprocess
 
-import pytest
-
 from tests.metrics.support import (
     MIB, PYTHON, REPO, SLEEP_FOREVER, ids_in, promtool_check, require, start_in, stop, values,
     wait_for,
 )
-
-pytestmark = pytest.mark.integration
 
 
 def read_through(mountpoint: str, *names: str) -> None:

@@ -10,13 +10,14 @@ import pytest
 from tests.metrics.conftest import MetricsDaemon
 from tests.metrics.support import MIB, free_port, ids_in, require, samples, values, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.integration]
+pytestmark = pytest.mark.docker  # the private dockerd (tests/conftest.py: lanes)
 
 
 @pytest.fixture
 def engine():
     require(os.geteuid() == 0, "Docker tests need root")
-    from tests.docker.engine import IMAGE, running_engine
+    from testbed.docker_engine import IMAGE
+    from tests.docker.engine import running_engine
 
     with running_engine() as engine:
         engine.image = IMAGE

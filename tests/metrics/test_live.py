@@ -11,8 +11,6 @@ from tests.metrics.support import (
     ALLOCATE_20_MIB, BUSY_LOOP, MIB, SLEEP_FOREVER, ids_in, promtool_check, start_in, stop, values,
 )
 
-pytestmark = pytest.mark.integration
-
 
 def test_memory_limit_and_usage_of_a_64_mib_cgroup(exporter, make_cgroup):
     cgroup = make_cgroup("mem")

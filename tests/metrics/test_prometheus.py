@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 import re
 
-import pytest
-
 from tests.metrics.support import (
     ALLOCATE_20_MIB, ALLOCATE_ON_REQUEST, BUSY_LOOP, MIB, REPO, start_in, stop, wait_for,
 )
-
-pytestmark = pytest.mark.integration
 
 
 def test_prometheus_scrapes_the_limit_of_a_container(exporter, make_cgroup, prometheus_for):

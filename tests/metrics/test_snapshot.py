@@ -12,6 +12,8 @@ from cgroupfs_daemon.container_snapshot import SnapshotReader, Target, cgroup_id
 from cgroupfs_daemon.stats import SERVED_MAX, SERVED_TTL_S, ContainerInfo, DaemonStats
 from tests.unit.fixture_trees import HYBRID, V2, reader
 
+pytestmark = pytest.mark.unit
+
 MIB = 1 << 20
 
 

@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from tests.cgroup_helpers import TestCgroup
+from testbed.cgroups import TestCgroup
+from testbed.daemon_process import DaemonProcess
 from tests.conftest import fuse_and_cgroups
-from tests.daemon_process import DaemonProcess
 
 _counter = itertools.count()
 
@@ -67,7 +67,7 @@ def start_daemon(hierarchy, tmp_path):
 
 @pytest.fixture(scope="session")
 def docker_engine(hierarchy):
-    """A private dockerd (tests/docker/engine.py) with the busybox image; removed at the end."""
+    """A private dockerd (testbed/docker_engine.py) with the busybox image; removed at the end."""
     from tests.docker.engine import running_engine
 
     with running_engine() as engine:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from tests.daemon_process import REPO
+from testbed.daemon_process import REPO
 
 PYTHON = sys.executable
 MIB = 1 << 20

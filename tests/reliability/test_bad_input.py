@@ -20,15 +20,13 @@ import pytest
 
 from cgroupfs.table import DIRECTORIES, FILES
 from cgroupfs_daemon.mount import mounts_at
-from tests.daemon_process import REPO
+from testbed.daemon_process import REPO
 from tests.reliability.support import MIB, memtotal_kb
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def mnt(hierarchy, tmp_path_factory):
-    from tests.daemon_process import DaemonProcess
+    from testbed.daemon_process import DaemonProcess
 
     base = tmp_path_factory.mktemp("bad-input")
     daemon = DaemonProcess(str(base / "mnt"), log_path=str(base / "daemon.log"),
@@ -214,6 +212,7 @@ def never_mounted(path) -> bool:
     return not any(t.startswith("fuse") for t in mounts_at(str(path))) if os.path.exists(path) else True
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("argv,fragment", [
     (["daemon", "--bogus"], "unrecognized arguments: --bogus"),
     (["daemon", "--log-level", "loud"], "invalid choice: 'loud'"),
@@ -285,6 +284,7 @@ def test_a_malformed_docker_host(hierarchy, tmp_path, daemon_args, url, fragment
     assert never_mounted(tmp_path / "mnt")
 
 
+@pytest.mark.unit
 def test_a_malformed_config_file(tmp_path, daemon_args):
     config = tmp_path / "cgroupfs.conf"
     config.write_text("CGROUPFS_LOG_LEVEL=loud\n")

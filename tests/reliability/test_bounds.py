@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from cgroupfs import sources
 from cgroupfs.procs import TaskStat, read_thread_stat
 from cgroupfs.server import TtlCache
 from tests.reliability.test_server_faults import copy_tree, make_server
 from tests.unit.fixture_trees import V2, V2_15M_PID
+
+pytestmark = pytest.mark.unit
 
 
 def test_expired_cache_entries_are_swept_not_kept_until_the_cap():

@@ -18,8 +18,6 @@ from tests.reliability.support import (
     LOOP_READER, MIB, PYTHON, collect, latency, memtotal_kb, process_state, wait_for,
 )
 
-pytestmark = pytest.mark.integration
-
 
 def test_reader_exits_between_open_and_read(start_daemon, make_cgroup):
     """The content belongs to the open: a child that inherits the fd reads its parent's
@@ -229,8 +227,9 @@ def test_an_unwritable_state_file_is_one_clear_line_and_the_daemon_serves(start_
 def test_docker_engine_killed_and_restarted_mid_event_stream(start_daemon, make_cgroup, tmp_path):
     """SIGKILL of dockerd while containers start: reads neither fail nor stall, the watcher
     reconnects to the new engine and injects again."""
-    from tests.docker.checks import wait_injected
-    from tests.docker.engine import IMAGE, running_engine
+    from testbed.docker_checks import wait_injected
+    from testbed.docker_engine import IMAGE
+    from tests.docker.engine import running_engine
     from tests.reliability.support import free_port
 
     with running_engine() as engine:

@@ -22,10 +22,8 @@ import pytest
 
 from cgroupfs.layout import CONTAINER_TARGETS, docker_volume_flags
 from cgroupfs.table import FILES
-from tests.daemon_process import REPO
+from testbed.daemon_process import REPO
 from tests.reliability.support import MIB, free_port, memtotal_kb, wait_for
-
-pytestmark = pytest.mark.integration
 
 # meminfo keys computed from the reader's cgroup (docs/formulas.md); the other lines are the host's.
 CGROUP_MEMINFO_KEYS = {
@@ -178,7 +176,7 @@ def host_pids_of(engine, name: str) -> set[int]:
 
 
 def test_container_a_learns_nothing_about_container_b(docker_engine, docker_daemon, run_container):
-    from tests.docker.engine import IMAGE
+    from testbed.docker_engine import IMAGE
 
     flags = docker_volume_flags(docker_daemon.mountpoint)
     b = run_container("-m", "72m", *flags, IMAGE, "sh", "-c",
@@ -205,14 +203,14 @@ def test_container_a_learns_nothing_about_container_b(docker_engine, docker_daem
 
 
 def wait_injected_files(engine, name: str, mountpoint: str) -> None:
-    from tests.docker.checks import wait_injected
+    from testbed.docker_checks import wait_injected
 
     wait_injected(engine, name, mountpoint, timeout=10)
 
 
 @pytest.mark.parametrize("how", ["injected", "flags"])
 def test_root_in_a_container_cannot_write_or_unmount_the_files(docker_engine, docker_daemon, run_container, how):
-    from tests.docker.engine import IMAGE
+    from testbed.docker_engine import IMAGE
 
     extra = [] if how == "injected" else docker_volume_flags(docker_daemon.mountpoint)
     name = run_container("-m", "64m", *extra, IMAGE, "sleep", "600")
@@ -234,7 +232,7 @@ def test_cap_sys_admin_in_a_container_still_cannot_write_through(docker_engine, 
     """With CAP_SYS_ADMIN a container can remount its bind read-write, or remount the
     FUSE superblock itself: writes still fail, because the daemon mounts read-only and
     answers every writing open with EROFS."""
-    from tests.docker.engine import IMAGE
+    from testbed.docker_engine import IMAGE
 
     name = run_container("-m", "64m", "--cap-add", "SYS_ADMIN", "--security-opt", "apparmor=unconfined",
                          IMAGE, "sleep", "600")
@@ -303,7 +301,7 @@ def _daemon_child(pid: int) -> int | None:
 
 
 def test_metrics_expose_no_environment_or_command_line(start_daemon, make_cgroup, docker_engine, run_container):
-    from tests.docker.engine import IMAGE
+    from testbed.docker_engine import IMAGE
 
     port = free_port()
     daemon = start_daemon("--metrics-address", f"127.0.0.1:{port}", "--docker-host", docker_engine.host)

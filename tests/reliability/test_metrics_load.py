@@ -12,11 +12,7 @@ import threading
 import time
 import urllib.request
 
-import pytest
-
 from tests.reliability.support import MIB, free_port, latency, wait_for
-
-pytestmark = pytest.mark.integration
 
 SCRAPERS = 50
 

@@ -27,6 +27,8 @@ from cgroupfs.sources import Options
 from cgroupfs.table import FILES
 from tests.unit.fixture_trees import HYBRID, HYBRID_CHILD_PID, V2, V2_15M_PID, V2_POD_PID
 
+pytestmark = pytest.mark.unit
+
 
 class Observer:
     def __init__(self):

@@ -11,11 +11,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from tests.daemon_process import REPO
-
-pytestmark = pytest.mark.integration
+from testbed.daemon_process import REPO
 
 
 def run_soak(tmp_path, *args: str, timeout: float) -> dict:

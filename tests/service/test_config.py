@@ -25,6 +25,7 @@ def parse(tmp_path, text: str, argv: list[str], environ: dict | None = None):
     return parse_args(argv, environ=environ or {}, config_path=write(tmp_path, text))
 
 
+@pytest.mark.unit
 def test_environment_file_syntax():
     text = (
         "# comment\n"
@@ -49,6 +50,7 @@ def test_environment_file_syntax():
         parse_environment_file("A=\"open\n", "here")
 
 
+@pytest.mark.unit
 def test_the_file_sets_defaults_and_flags_win(tmp_path):
     text = ("CGROUPFS_MOUNTPOINT=/srv/cgroupfs\nCGROUPFS_LOG_LEVEL=DEBUG\nCGROUPFS_CACHE_TTL_MS=250\n"
             "CGROUPFS_NO_METRICS=yes\nCGROUPFS_NO_CPU_QUOTA_CAP=true\nDOCKER_HOST=tcp://ignored:2375\n")
@@ -68,6 +70,7 @@ def test_the_file_sets_defaults_and_flags_win(tmp_path):
     assert parse(tmp_path, text, ["status"]).mountpoint == "/srv/cgroupfs"
 
 
+@pytest.mark.unit
 def test_environment_beats_the_file(tmp_path):
     text = "CGROUPFS_MOUNTPOINT=/from/file\nCGROUPFS_LOG_LEVEL=debug\n"
     args = parse(tmp_path, text, ["daemon"], environ={"CGROUPFS_MOUNTPOINT": "/from/env"})
@@ -76,6 +79,7 @@ def test_environment_beats_the_file(tmp_path):
     assert args.mountpoint == "/from/flag"
 
 
+@pytest.mark.unit
 def test_exclusive_options(tmp_path):
     args = parse(tmp_path, "CGROUPFS_NO_DOCKER=yes\n", ["daemon", "--docker-host", "unix:///tmp/d.sock"])
     assert (args.docker_host, args.no_docker) == ("unix:///tmp/d.sock", False)
@@ -87,6 +91,7 @@ def test_exclusive_options(tmp_path):
         read_settings({}, write(tmp_path, "CGROUPFS_DOCKER_HOST=x\nCGROUPFS_NO_DOCKER=1\n"))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text, message", [
     ("CGROUPFS_CACHE_TTL_MS=fast\n", r"CGROUPFS_CACHE_TTL_MS: invalid value 'fast'"),
     ("CGROUPFS_LOG_LEVEL=loud\n", r"CGROUPFS_LOG_LEVEL: 'loud' is not one of debug, info, warning, error"),
@@ -100,6 +105,7 @@ def test_bad_settings_are_named(tmp_path, text, message):
     assert path in str(error.value)
 
 
+@pytest.mark.unit
 def test_a_missing_file_is_no_configuration(tmp_path):
     assert read_settings({}, str(tmp_path / "absent")) == {}
 
@@ -113,6 +119,7 @@ def run_cli(tmp_path, *argv: str, config_text: str | None = None, env: dict | No
                           env=environ, cwd=REPO, timeout=60)
 
 
+@pytest.mark.unit
 def test_the_command_reads_the_file(tmp_path):
     """End to end through `cgroupfs flags`: file, then environment, then flag."""
     text = "CGROUPFS_MOUNTPOINT=/srv/from-file\n"
@@ -144,6 +151,7 @@ def test_the_daemon_mounts_where_the_file_says_unless_told_otherwise(daemons, no
     assert "DEBUG" in flagged.log()  # the file's other settings still apply
 
 
+@pytest.mark.unit
 def test_environment_only_variables_are_not_settings(tmp_path):
     # The state file's place belongs to the unit (RuntimeDirectory=), not to the settings.
     with pytest.raises(ConfigError, match="unknown setting CGROUPFS_STATE_FILE"):

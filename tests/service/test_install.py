@@ -55,7 +55,7 @@ def test_install_serve_uninstall(host, tmp_path):
     result = make(host, "install")
     assert result.stdout.rstrip().endswith("Enable and start it with:  systemctl enable --now cgroupfs")
     # A copy, not an editable install: the checkout is not on the installed path.
-    probe = subprocess.run([prefix / "bin/python", "-c", "import daemon, cgroupfs; print(daemon.__file__)"],
+    probe = subprocess.run([prefix / "bin/python", "-c", "import cgroupfs_daemon, cgroupfs; print(cgroupfs_daemon.__file__)"],
                            capture_output=True, text=True, cwd="/", check=True)
     assert probe.stdout.startswith(str(prefix / "lib")), probe.stdout
     assert os.readlink(host / "usr/local/bin/cgroupfs") == str(prefix / "bin/cgroupfs")

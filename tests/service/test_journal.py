@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from cgroupfs_daemon.journal import formatter, stderr_is_journal
 from tests.service.harness import REPO
+
+pytestmark = pytest.mark.unit
 
 SCRIPT = """
 import logging, sys

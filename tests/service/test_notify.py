@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from cgroupfs_daemon.notify import Notifier, socket_address, watchdog_interval_s
 from tests.service.harness import is_fuse_mounted
 
@@ -101,6 +103,7 @@ def test_abstract_socket_name(daemons, abstract_notify_socket):
     assert abstract_notify_socket.wait_for("READY=1", timeout=20).pid == daemon.pid
 
 
+@pytest.mark.unit
 def test_environment_handling():
     environ = {"NOTIFY_SOCKET": "@name", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}
     notifier = Notifier("/nonexistent", environ=environ)
@@ -118,6 +121,7 @@ def test_environment_handling():
     quiet.stop()
 
 
+@pytest.mark.unit
 def test_status_line_follows_the_daemons_counters():
     from cgroupfs_daemon.notify import describe
     from cgroupfs_daemon.stats import ContainerInfo, DaemonStats

@@ -130,7 +130,7 @@ def engine():
 @pytest.fixture
 def container(engine):
     """container(user) -> (name, init pid) of a 64 MiB busybox; removed afterwards."""
-    from tests.docker.engine import IMAGE
+    from testbed.docker_engine import IMAGE
 
     names: list[str] = []
 
@@ -149,7 +149,7 @@ def container(engine):
 @pytest.mark.parametrize("user", ["0:0", "1000:1000"])
 def test_injection_works_with_the_units_capabilities_and_needs_each(devices_cgroup, daemons, engine, container,
                                                                    user):
-    from tests.docker.checks import memtotal_kb, read_in
+    from testbed.docker_checks import memtotal_kb, read_in
 
     daemon = daemons(command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon"))
     daemon.wait_serving()
@@ -192,7 +192,7 @@ def test_the_whole_daemon_under_the_units_restrictions(devices_cgroup, daemons, 
     """Docker watcher, injection, metrics endpoint, notify: everything the unit runs, restricted as the unit says."""
     import urllib.request
 
-    from tests.docker.checks import memtotal_kb, read_in, wait_injected
+    from testbed.docker_checks import memtotal_kb, read_in, wait_injected
 
     address = f"127.0.0.1:{free_loopback_port()}"
     daemon = daemons(notify=notify_socket, watchdog_usec=2_000_000, docker_host=engine.host, metrics_address=address,

@@ -71,6 +71,7 @@ def test_status_of_a_crashed_daemon(daemons):
     assert lines["daemon"] == f"not running (pid {daemon.pid} in {daemon.state_file} is gone)"
 
 
+@pytest.mark.unit
 def test_the_state_file_reports_the_daemons_counters(tmp_path):
     stats = DaemonStats()
     containers = [ContainerInfo("a" * 64, "web", "nginx"), ContainerInfo("b" * 64, "db", "postgres")]
@@ -141,7 +142,7 @@ def test_an_unusable_run_directory_is_one_line_and_serving_goes_on(daemons, noti
         assert f.read().startswith("MemTotal:")
     time.sleep(0.2)
     lines = [line for line in daemon.log().splitlines() if "state file" in line]
-    assert lines == [f"ERROR daemon.state: cannot write the state file {state_file}: {reason}; serving continues, "
+    assert lines == [f"ERROR cgroupfs_daemon.state: cannot write the state file {state_file}: {reason}; serving continues, "
                      "`cgroupfs status` will not see this daemon"], daemon.log()
     assert "Traceback" not in daemon.log()
 

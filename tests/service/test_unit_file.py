@@ -66,6 +66,7 @@ def test_security_exposure_stays_low(unit_text, tmp_path):
     assert float(match.group(1)) <= 5.0
 
 
+@pytest.mark.unit
 def test_the_units_choices(unit_text):
     settings = unit_settings(unit_text)
 

@@ -1,4 +1,4 @@
-"""Run a real `cgroupfs daemon` as a subprocess for tests; always clean up."""
+"""Run a real `cgroupfs daemon` as a subprocess for tests and benchmarks; always clean up."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 
 from cgroupfs_daemon.mount import lazy_unmount, mounts_at
-from tests.conftest import scaled
+from testbed.timing import scaled
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +23,7 @@ class DaemonProcess:
         self.env = env
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20) -> "DaemonProcess":
+    def start(self, timeout: float = 20) -> DaemonProcess:
         timeout = scaled(timeout)
         args = [sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", "--mountpoint", self.mountpoint, *self.extra]
         if not any(a.startswith("--docker-host") or a == "--no-docker" for a in self.extra):
@@ -58,6 +58,7 @@ class DaemonProcess:
 
     @property
     def pid(self) -> int:
+        assert self.process is not None, "not started"
         return self.process.pid
 
     def log(self) -> str:

@@ -11,10 +11,10 @@ import time
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs.mountinfo import read_mountinfo, top_mounts
 from cgroupfs_daemon.inject_plan import source_identities
-from tests.conftest import scaled
-from tests.docker.engine import DockerEngine
+from testbed.docker_engine import DockerEngine
+from testbed.timing import scaled
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class NotInjected(AssertionError):

@@ -1,4 +1,4 @@
-"""Real cgroups for tests: created under a unique name, removed afterwards.
+"""Real cgroups for tests and benchmarks: created under a unique name, removed afterwards.
 
 Works on v1, v2 and hybrid hosts: each controller is set up in whichever
 hierarchy serves it, using cgroupfs's own hierarchy discovery.
@@ -39,7 +39,7 @@ class TestCgroup:
             version = self.hierarchy.version_of(controller)
             if version == 1:
                 self.directories[controller] = os.path.join(self.hierarchy.v1[controller].directory, self.relative)
-            elif version == 2:
+            elif version == 2 and self.hierarchy.v2 is not None:
                 self.directories[controller] = os.path.join(self.hierarchy.v2.directory, self.relative)
         for directory in sorted(set(self.directories.values())):
             self._make(directory)
@@ -52,7 +52,8 @@ class TestCgroup:
         parent = os.path.dirname(directory)
         if self._is_v2(directory):
             # Children see a controller only when every ancestor delegates it.
-            wanted = [c for c in ("memory", "cpu", "cpuset", "io", "pids") if c in self.hierarchy.v2_controllers]
+            wanted: list[str] = [c for c in ("memory", "cpu", "cpuset", "io", "pids")
+                                 if c in self.hierarchy.v2_controllers]
             self._enable_subtree(parent, wanted)
         os.makedirs(directory, exist_ok=True)
         if not self._is_v2(directory) and directory == self.directories.get("cpuset"):
@@ -65,6 +66,7 @@ class TestCgroup:
         return self.hierarchy.v2 is not None and directory.startswith(self.hierarchy.v2.directory + "/")
 
     def _enable_subtree(self, directory: str, controllers: list[str]) -> None:
+        assert self.hierarchy.v2 is not None
         root = self.hierarchy.v2.directory
         chain = []
         current = directory
@@ -170,8 +172,8 @@ class TestCgroup:
                     pass
             time.sleep(0.05)
         for directory in sorted(set(self.directories.values()), key=len, reverse=True):
-            for dirpath, dirnames, _ in sorted(os.walk(directory, topdown=False), key=lambda w: -len(w[0])):
-                for attempt in range(40):
+            for dirpath, _dirnames, _ in sorted(os.walk(directory, topdown=False), key=lambda w: -len(w[0])):
+                for _attempt in range(40):
                     try:
                         os.rmdir(dirpath)
                         break
@@ -180,5 +182,5 @@ class TestCgroup:
                     except OSError:
                         time.sleep(0.05)
 
-    def child(self, name: str) -> "TestCgroup":
+    def child(self, name: str) -> TestCgroup:
         return TestCgroup(f"{self.relative}/{name}", self.hierarchy)
