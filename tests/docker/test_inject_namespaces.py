@@ -17,7 +17,8 @@ from cgroupfs_daemon import inject
 from cgroupfs_daemon.inject_runner import NamespaceRunner
 from testbed.daemon_process import DaemonProcess
 from testbed.docker_checks import injected_targets, memtotal_kb
-from tests.conftest import require, scaled
+from testbed.timing import scaled
+from tests.conftest import require
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from cgroupfs_daemon.fuse_session import Session, mount, unmount
 from cgroupfs_daemon.main import VIEWS_FLAGS
 from cgroupfs_daemon.mount import prepare_mountpoint
 from cgroupfs_daemon.views import Views
-from tests.conftest import scaled
+from testbed.timing import scaled
 
 MIB = 1 << 20
 INTERVAL_S = 0.1
