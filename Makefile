@@ -74,6 +74,9 @@ test-docker: deps-test venv
 bench: deps-bench venv
 	$(VENV)/bin/python -m benchmarks.reads $(ARGS)
 
+bench-neighbour: deps-test venv
+	$(VENV)/bin/python -m benchmarks.neighbour $(ARGS)
+
 bench-docker: deps-test venv
 	$(VENV)/bin/python -m benchmarks.docker_inject $(ARGS)
 

@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 # A view needs a member of the readers' cgroup: a sleeper, killed with the readers.
                 member = subprocess.Popen(["sleep", "infinity"], preexec_fn=cgroup.join)
                 started.append(member)
-                sources[name] = server_kinds.cgroupfs_views(workdir, member.pid, args.cache_ttl_ms)
+                sources[name] = server_kinds.cgroupfs_views(workdir, {"bench": member.pid}, args.cache_ttl_ms)
             else:
                 sources[name] = server_kinds.cgroupfs(workdir, args.cache_ttl_ms, profile_path)
         for source in sources.values():

@@ -138,18 +138,22 @@ class FuseServer:
 
 
 class ViewsServer(FuseServer):
-    """cgroupfs views (benchmarks/views_server.py): one view of the cgroup of `member_pid`."""
+    """cgroupfs views (benchmarks/views_server.py); path() names files of the view `view_id`."""
 
-    def path(self, file: str) -> str:
-        return os.path.join(self.mountpoint, "bench", FILES[file])
+    view_id = "bench"
+
+    def path(self, file: str, view_id: str | None = None) -> str:
+        return os.path.join(self.mountpoint, view_id or self.view_id, FILES[file])
 
 
-def cgroupfs_views(workdir: str, member_pid: int, cache_ttl_ms: float | None = None) -> FuseServer:
+def cgroupfs_views(workdir: str, members: dict[str, int], cache_ttl_ms: float | None = None) -> ViewsServer:
+    """A views server with one view per id -> pid in `members`; path() reads the first one."""
     mountpoint = os.path.join(workdir, "views")
-    command = [sys.executable, "-m", "benchmarks.views_server", mountpoint, str(member_pid)]
-    if cache_ttl_ms is not None:
-        command.append(str(cache_ttl_ms))
-    return ViewsServer("cgroupfs views", command, mountpoint, os.path.join(workdir, "views.log"))
+    command = [sys.executable, "-m", "benchmarks.views_server", mountpoint,
+               str(100.0 if cache_ttl_ms is None else cache_ttl_ms), *(f"{i}={p}" for i, p in members.items())]
+    server = ViewsServer("cgroupfs views", command, mountpoint, os.path.join(workdir, "views.log"))
+    server.view_id = next(iter(members))
+    return server
 
 
 def lxcfs(workdir: str) -> FuseServer:

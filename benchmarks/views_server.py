@@ -1,8 +1,8 @@
-"""A views mount with one view, for benchmarks.reads: `python -m benchmarks.views_server MOUNTPOINT PID`.
+"""A views mount for benchmarks: `python -m benchmarks.views_server MOUNTPOINT INTERVAL_MS ID=PID...`.
 
-The daemon adds views for the containers the Docker watcher sees; the benchmark has no
-Docker, so this serves the daemon's own Views and Session (the product code, nothing
-else) with one view, "bench", of the cgroup of PID, until SIGTERM.
+The daemon adds views for the containers the Docker watcher sees; the benchmarks
+have no Docker, so this serves the daemon's own Views and Session (the product code,
+nothing else) with one view per ID=PID (the cgroup of PID), until SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ from cgroupfs_daemon.main import VIEWS_FLAGS
 from cgroupfs_daemon.mount import prepare_mountpoint
 from cgroupfs_daemon.views import Views
 
-VIEW_ID = "bench"
-
 
 def main(argv: list[str]) -> int:
-    mountpoint, pid = argv[0], int(argv[1])
-    interval_s = float(argv[2]) / 1000 if len(argv) > 2 else 0.1
+    mountpoint, interval_ms, pairs = argv[0], float(argv[1]), argv[2:]
     prepare_mountpoint(mountpoint)
-    views = Views(ContentServer(), mountpoint, interval_s=interval_s)
-    views.add(VIEW_ID, pid)
+    views = Views(ContentServer(), mountpoint, interval_s=interval_ms / 1000)
+    for pair in pairs:
+        view_id, _, pid = pair.partition("=")
+        views.add(view_id, int(pid))
     session = Session(mount(mountpoint, "cgroupfs-views", "cgroupfs-views"), views, "bench-views",
                       wanted_flags=VIEWS_FLAGS)
     views.forget_name = session.forget_name
