@@ -14,7 +14,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) lxcfs
 
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: run lint test test-unit test-integration test-docker bench bench-docker deps-run deps-test deps-bench venv clean
+.PHONY: run lint test test-unit test-integration test-docker bench bench-neighbour bench-docker deps-run deps-test deps-bench venv clean
 
 # Install the missing Debian packages among $(1); apt-get update only when something is missing.
 define apt_install
