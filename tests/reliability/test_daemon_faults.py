@@ -170,8 +170,11 @@ def test_a_neighbour_with_thousands_of_threads_does_not_stall_other_readers(star
         small = make_cgroup()
         small.set_memory_limit(32 * MIB)
         measured = latency(small, f"{daemon.mountpoint}/proc/meminfo", n=3000)
-        assert measured["max"] < 100, measured
-        assert measured["p99"] < 20, measured
+        # The regression this guards against stalled the loop for seconds per render; a
+        # busy 2-cpu host (load 5-10 from other jobs) delays single reads by 20-30 ms.
+        # The bounds tell the two apart without timing the machine.
+        assert measured["max"] < 1000, measured
+        assert measured["p99"] < 200, measured
     finally:
         for process in (hammer, crowd):
             if process is not None:
