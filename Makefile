@@ -132,11 +132,14 @@ uninstall:
 	rm -f "$(UNIT_FILE)" "$(SYSTEMD_DIR)/multi-user.target.wants/cgroupfs.service"; \
 	if [ "$$(readlink "$(BIN_DIR)/cgroupfs")" = "$(PREFIX)/bin/cgroupfs" ]; then rm -f "$(BIN_DIR)/cgroupfs"; fi; \
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
-	mountpoint=$$(sed -n 's/^[[:space:]]*CGROUPFS_MOUNTPOINT[[:space:]]*=[[:space:]]*//p' "$(CONFIG_FILE)" 2>/dev/null \
-		| tail -n 1 | tr -d "\"'"); mountpoint=$${mountpoint:-$(MOUNTPOINT)}; \
-	while findmnt -n -t fuse.cgroupfs --mountpoint "$$mountpoint" >/dev/null 2>&1; do \
-		umount -l "$$mountpoint"; echo "unmounted $$mountpoint"; done; \
-	rmdir "$$mountpoint" 2>/dev/null || true; \
+	setting() { sed -n "s/^[[:space:]]*$$1[[:space:]]*=[[:space:]]*//p" "$(CONFIG_FILE)" 2>/dev/null \
+		| tail -n 1 | tr -d "\"'"; }; \
+	mountpoint=$$(setting CGROUPFS_MOUNTPOINT); mountpoint=$${mountpoint:-$(MOUNTPOINT)}; \
+	views=$$(setting CGROUPFS_VIEWS_MOUNTPOINT); views=$${views:-$$mountpoint-views}; \
+	for point in "$$mountpoint" "$$views"; do \
+		while findmnt -n --mountpoint "$$point" 2>/dev/null | grep -q ' fuse\.cgroupfs'; do \
+			umount -l "$$point"; echo "unmounted $$point"; done; \
+		rmdir "$$point" 2>/dev/null || true; done; \
 	if cmp -s systemd/cgroupfs.default "$(CONFIG_FILE)"; then rm -f "$(CONFIG_FILE)"; \
 	elif [ -e "$(CONFIG_FILE)" ]; then echo "kept $(CONFIG_FILE): it has your changes (remove it by hand)"; fi; \
 	rm -f "$(RUN_DIR)/state.json"; rmdir "$(RUN_DIR)" 2>/dev/null || true; \
