@@ -53,8 +53,22 @@ def views(hierarchy, workdir):
         os.rmdir(mountpoint)
 
 
-def sleeper_in(cgroup) -> subprocess.Popen:
-    return cgroup.popen(["sleep", "600"])
+@pytest.fixture
+def container(views, make_cgroup):
+    """container(view_id, limit, [command], **popen) -> (its process, its view's directory):
+    a cgroup with that memory limit, the process in it, a view of it; killed afterwards."""
+    processes: list[subprocess.Popen] = []
+
+    def start(view_id: str, limit_bytes: int, command=("sleep", "600"), **popen):
+        cgroup = make_cgroup()
+        cgroup.set_memory_limit(limit_bytes)
+        processes.append(cgroup.popen(list(command), **popen))
+        return processes[-1], views.add(view_id, processes[-1].pid)
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
 
 
 def memtotal_kb(text: bytes | str) -> int:
@@ -63,144 +77,107 @@ def memtotal_kb(text: bytes | str) -> int:
     return int(re.search(r"^MemTotal:\s+(\d+) kB$", text, re.M).group(1))
 
 
-def test_a_view_shows_its_container_whoever_reads_it(views, make_cgroup):
-    cgroup = make_cgroup()
-    cgroup.set_memory_limit(15 * MIB)
-    sleeper = sleeper_in(cgroup)
-    try:
-        directory = views.add("ctr-a", sleeper.pid)
-        with open(f"{directory}/proc/meminfo", "rb") as f:  # the test process: the host's cgroup
-            assert memtotal_kb(f.read()) == 15 * 1024
-        with open("/proc/meminfo", "rb") as f:
-            assert memtotal_kb(f.read()) > 15 * 1024
-        # (diskstats is empty for a cgroup that has done no I/O)
-        for relative in ("proc/cpuinfo", "proc/stat", "proc/uptime", "proc/loadavg",
-                         "proc/swaps", "sys/devices/system/cpu/online"):
-            with open(f"{directory}/{relative}", "rb") as f:
-                assert f.read(), relative
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+def test_a_view_shows_its_container_whoever_reads_it(container):
+    _, directory = container("ctr-a", 15 * MIB)
+    with open(f"{directory}/proc/meminfo", "rb") as f:  # the test process: the host's cgroup
+        assert memtotal_kb(f.read()) == 15 * 1024
+    with open("/proc/meminfo", "rb") as f:
+        assert memtotal_kb(f.read()) > 15 * 1024
+    # (diskstats is empty for a cgroup that has done no I/O)
+    for relative in ("proc/cpuinfo", "proc/stat", "proc/uptime", "proc/loadavg",
+                     "proc/swaps", "sys/devices/system/cpu/online"):
+        with open(f"{directory}/{relative}", "rb") as f:
+            assert f.read(), relative
 
 
-def test_reads_are_served_by_the_page_cache(views, make_cgroup):
-    cgroup = make_cgroup()
-    cgroup.set_memory_limit(15 * MIB)
-    sleeper = sleeper_in(cgroup)
-    try:
-        path = f"{views.add('ctr-b', sleeper.pid)}/proc/meminfo"
-        # os.open/os.read, as C readers do: Python's open() also asks isatty(), an
-        # ioctl the kernel forwards to the daemon (one request per open).
-        reader = ("import os, sys, time\n"
-                  "deadline = time.monotonic() + 1.0; n = 0\n"
-                  "while time.monotonic() < deadline:\n"
-                  "    fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-                  "    assert os.read(fd, 65536).startswith(b'MemTotal:'); os.close(fd)\n"
-                  "    n += 1\n"
-                  "print(n)\n")
-        before, renders_before = views.session.requests_served, views.renders
-        reads = int(subprocess.run([sys.executable, "-c", reader, path], capture_output=True, check=True,
-                                   timeout=60).stdout)
-        requests = views.session.requests_served - before
-        renders = views.renders - renders_before
-        assert reads > 200  # ~5,000 here; the emulated v2 lane is ~10x slower
-        # One second of reads: about one GETATTR (and one READ when the text changed)
-        # per 0.1 s interval; the bound leaves room for a slow host, far below one per read.
-        assert requests <= 40, (requests, reads)
-        assert renders <= 15, (renders, reads)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+def test_reads_are_served_by_the_page_cache(views, container):
+    _, directory = container("ctr-b", 15 * MIB)
+    path = f"{directory}/proc/meminfo"
+    # os.open/os.read, as C readers do: Python's open() also asks isatty(), an
+    # ioctl the kernel forwards to the daemon (one request per open).
+    reader = ("import os, sys, time\n"
+              "deadline = time.monotonic() + 1.0; n = 0\n"
+              "while time.monotonic() < deadline:\n"
+              "    fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+              "    assert os.read(fd, 65536).startswith(b'MemTotal:'); os.close(fd)\n"
+              "    n += 1\n"
+              "print(n)\n")
+    before, renders_before = views.session.requests_served, views.renders
+    reads = int(subprocess.run([sys.executable, "-c", reader, path], capture_output=True, check=True,
+                               timeout=60).stdout)
+    requests = views.session.requests_served - before
+    renders = views.renders - renders_before
+    assert reads > 200  # ~5,000 here; the emulated v2 lane is ~10x slower
+    # One second of reads: about one GETATTR (and one READ when the text changed)
+    # per 0.1 s interval; the bound leaves room for a slow host, far below one per read.
+    assert requests <= 40, (requests, reads)
+    assert renders <= 15, (renders, reads)
 
 
-def test_values_follow_the_container_within_two_intervals(views, make_cgroup):
-    cgroup = make_cgroup()
-    cgroup.set_memory_limit(64 * MIB)
-    hog = cgroup.popen([sys.executable, "-c",
-                        "import sys, time\n"
-                        "sys.stdin.readline(); block = bytearray(16 << 20); block[::4096] = b'x' * 4096\n"
-                        "print('done', flush=True); time.sleep(600)\n"],
-                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        path = f"{views.add('ctr-c', hog.pid)}/proc/meminfo"
+def test_values_follow_the_container_within_two_intervals(container):
+    hog, directory = container("ctr-c", 64 * MIB, [
+        sys.executable, "-c", "import sys, time\n"
+        "sys.stdin.readline(); block = bytearray(16 << 20); block[::4096] = b'x' * 4096\n"
+        "print('done', flush=True); time.sleep(600)\n"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    path = f"{directory}/proc/meminfo"
 
-        def memfree_kb() -> int:
-            with open(path) as f:
-                return int(re.search(r"^MemFree:\s+(\d+) kB$", f.read(), re.M).group(1))
+    def memfree_kb() -> int:
+        with open(path) as f:
+            return int(re.search(r"^MemFree:\s+(\d+) kB$", f.read(), re.M).group(1))
 
-        time.sleep(2 * INTERVAL_S)
-        before = memfree_kb()
-        hog.stdin.write(b"go\n")
-        hog.stdin.flush()
-        assert hog.stdout.readline() == b"done\n"
-        allocated_at = time.monotonic()
-        while memfree_kb() > before - 12 * 1024:
-            assert time.monotonic() - allocated_at < scaled(2 * INTERVAL_S + 0.5), "MemFree did not follow"
-            time.sleep(0.005)
-    finally:
-        hog.kill()
-        hog.wait()
+    time.sleep(2 * INTERVAL_S)
+    before = memfree_kb()
+    hog.stdin.write(b"go\n")
+    hog.stdin.flush()
+    assert hog.stdout.readline() == b"done\n"
+    allocated_at = time.monotonic()
+    while memfree_kb() > before - 12 * 1024:
+        assert time.monotonic() - allocated_at < scaled(2 * INTERVAL_S + 0.5), "MemFree did not follow"
+        time.sleep(0.005)
 
 
-def test_sendfile_and_mmap_read_the_view(views, make_cgroup, tmp_path):
-    cgroup = make_cgroup()
-    cgroup.set_memory_limit(15 * MIB)
-    sleeper = sleeper_in(cgroup)
-    try:
-        path = f"{views.add('ctr-d', sleeper.pid)}/proc/meminfo"
-        copy = tmp_path / "copy"
-        with open(path, "rb") as source, open(copy, "wb") as target:
-            size = os.fstat(source.fileno()).st_size
-            sent = os.sendfile(target.fileno(), source.fileno(), 0, 1 << 20)
-            assert sent == size
-            mapped = mmap.mmap(source.fileno(), size, prot=mmap.PROT_READ, flags=mmap.MAP_PRIVATE)
-            assert memtotal_kb(mapped[:size]) == 15 * 1024
-            mapped.close()
-        assert memtotal_kb(copy.read_bytes()) == 15 * 1024
-        busybox = subprocess.run(["busybox", "cat", path], capture_output=True, check=True)
-        assert memtotal_kb(busybox.stdout) == 15 * 1024
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+def test_sendfile_and_mmap_read_the_view(container, tmp_path):
+    _, directory = container("ctr-d", 15 * MIB)
+    path = f"{directory}/proc/meminfo"
+    copy = tmp_path / "copy"
+    with open(path, "rb") as source, open(copy, "wb") as target:
+        size = os.fstat(source.fileno()).st_size
+        sent = os.sendfile(target.fileno(), source.fileno(), 0, 1 << 20)
+        assert sent == size
+        mapped = mmap.mmap(source.fileno(), size, prot=mmap.PROT_READ, flags=mmap.MAP_PRIVATE)
+        assert memtotal_kb(mapped[:size]) == 15 * 1024
+        mapped.close()
+    assert memtotal_kb(copy.read_bytes()) == 15 * 1024
+    busybox = subprocess.run(["busybox", "cat", path], capture_output=True, check=True)
+    assert memtotal_kb(busybox.stdout) == 15 * 1024
 
 
-def test_two_views_never_mix_under_concurrent_readers(views, make_cgroup):
+def test_two_views_never_mix_under_concurrent_readers(container):
     limits = {"ctr-e": 15 * MIB, "ctr-f": 40 * MIB}
-    sleepers = []
-    try:
-        paths = {}
-        for view_id, limit in limits.items():
-            cgroup = make_cgroup()
-            cgroup.set_memory_limit(limit)
-            sleepers.append(sleeper_in(cgroup))
-            paths[view_id] = f"{views.add(view_id, sleepers[-1].pid)}/proc/meminfo"
-        reader = ("import mmap, os, re, sys, time\n"
-                  "path, want = sys.argv[1], int(sys.argv[2]); wrong = 0\n"
-                  "deadline = time.monotonic() + 1.5\n"
-                  "while time.monotonic() < deadline:\n"
-                  "    fd = os.open(path, os.O_RDONLY); size = os.fstat(fd).st_size\n"
-                  "    r, w = os.pipe(); os.sendfile(w, fd, 0, size); via_sendfile = os.read(r, 65536)\n"
-                  "    os.close(r); os.close(w)\n"
-                  "    m = mmap.mmap(fd, size, prot=mmap.PROT_READ); via_mmap = m[:]; m.close()\n"
-                  "    via_read = os.pread(fd, 65536, 0); os.close(fd)\n"
-                  "    for text in (via_sendfile, via_mmap, via_read):\n"
-                  "        if int(re.search(rb'^MemTotal:\\s+(\\d+) kB$', text, re.M).group(1)) != want: wrong += 1\n"
-                  "print(wrong)\n")
-        readers = [subprocess.Popen([sys.executable, "-c", reader, paths[view_id], str(limit // 1024)],
-                                    stdout=subprocess.PIPE)
-                   for view_id, limit in limits.items() for _ in range(2)]
-        outputs = [r.communicate(timeout=60)[0] for r in readers]
-        assert [int(out) for out in outputs] == [0, 0, 0, 0]
-    finally:
-        for sleeper in sleepers:
-            sleeper.kill()
-            sleeper.wait()
+    paths = {view_id: f"{container(view_id, limit)[1]}/proc/meminfo" for view_id, limit in limits.items()}
+    reader = ("import mmap, os, re, sys, time\n"
+              "path, want = sys.argv[1], int(sys.argv[2]); wrong = 0\n"
+              "deadline = time.monotonic() + 1.5\n"
+              "while time.monotonic() < deadline:\n"
+              "    fd = os.open(path, os.O_RDONLY); size = os.fstat(fd).st_size\n"
+              "    r, w = os.pipe(); os.sendfile(w, fd, 0, size); via_sendfile = os.read(r, 65536)\n"
+              "    os.close(r); os.close(w)\n"
+              "    m = mmap.mmap(fd, size, prot=mmap.PROT_READ); via_mmap = m[:]; m.close()\n"
+              "    via_read = os.pread(fd, 65536, 0); os.close(fd)\n"
+              "    for text in (via_sendfile, via_mmap, via_read):\n"
+              "        if int(re.search(rb'^MemTotal:\\s+(\\d+) kB$', text, re.M).group(1)) != want: wrong += 1\n"
+              "print(wrong)\n")
+    readers = [subprocess.Popen([sys.executable, "-c", reader, paths[view_id], str(limit // 1024)],
+                                stdout=subprocess.PIPE)
+               for view_id, limit in limits.items() for _ in range(2)]
+    outputs = [r.communicate(timeout=60)[0] for r in readers]
+    assert [int(out) for out in outputs] == [0, 0, 0, 0]
 
 
 def test_a_removed_view_and_a_vanished_cgroup_answer_enoent(views, make_cgroup):
     cgroup = make_cgroup()
     cgroup.set_memory_limit(15 * MIB)
-    sleeper = sleeper_in(cgroup)
+    sleeper = cgroup.popen(["sleep", "600"])
     directory = views.add("ctr-g", sleeper.pid)
     assert os.path.exists(f"{directory}/proc/meminfo")
     views.remove("ctr-g")
@@ -221,30 +198,24 @@ def test_a_removed_view_and_a_vanished_cgroup_answer_enoent(views, make_cgroup):
     assert len(views) == 0  # the daemon forgot it
 
 
-def test_small_piece_readers_never_see_a_malformed_line(views, make_cgroup):
+def test_small_piece_readers_never_see_a_malformed_line(views, container):
     """Many refreshes (10 ms interval), readers of 200-byte pieces, every line parsed."""
     views.interval_s = 0.01
-    cgroup = make_cgroup()
-    cgroup.set_memory_limit(64 * MIB)
-    busy = cgroup.popen([sys.executable, "-c",
-                         "import time\nblocks = []\nwhile True:\n"
-                         "    blocks.append(bytearray(1 << 20)); blocks = blocks[-20:]; time.sleep(0.001)\n"])
-    try:
-        path = f"{views.add('ctr-i', busy.pid)}/proc/meminfo"
-        reader = ("import os, re, sys, time\n"
-                  "line = re.compile(rb'[A-Za-z0-9_()]+:\\s+\\d+( kB)?')\n"
-                  "bad = reads = 0; deadline = time.monotonic() + 2.0\n"
-                  "while time.monotonic() < deadline:\n"
-                  "    fd = os.open(sys.argv[1], os.O_RDONLY); pieces = []\n"
-                  "    while piece := os.read(fd, 200): pieces.append(piece)\n"
-                  "    os.close(fd); reads += 1\n"
-                  "    bad += sum(1 for l in b''.join(pieces).splitlines() if not line.fullmatch(l))\n"
-                  "print(reads, bad)\n")
-        readers = [subprocess.Popen([sys.executable, "-c", reader, path], stdout=subprocess.PIPE)
-                   for _ in range(2)]
-        results = [tuple(map(int, r.communicate(timeout=60)[0].split())) for r in readers]
-        assert all(reads > 50 for reads, _ in results), results  # many refreshes (~1,000 reads here)
-        assert all(bad == 0 for _, bad in results), results
-    finally:
-        busy.kill()
-        busy.wait()
+    _, directory = container("ctr-i", 64 * MIB, [
+        sys.executable, "-c", "import time\nblocks = []\nwhile True:\n"
+        "    blocks.append(bytearray(1 << 20)); blocks = blocks[-20:]; time.sleep(0.001)\n"])
+    path = f"{directory}/proc/meminfo"
+    reader = ("import os, re, sys, time\n"
+              "line = re.compile(rb'[A-Za-z0-9_()]+:\\s+\\d+( kB)?')\n"
+              "bad = reads = 0; deadline = time.monotonic() + 2.0\n"
+              "while time.monotonic() < deadline:\n"
+              "    fd = os.open(sys.argv[1], os.O_RDONLY); pieces = []\n"
+              "    while piece := os.read(fd, 200): pieces.append(piece)\n"
+              "    os.close(fd); reads += 1\n"
+              "    bad += sum(1 for l in b''.join(pieces).splitlines() if not line.fullmatch(l))\n"
+              "print(reads, bad)\n")
+    readers = [subprocess.Popen([sys.executable, "-c", reader, path], stdout=subprocess.PIPE)
+               for _ in range(2)]
+    results = [tuple(map(int, r.communicate(timeout=60)[0].split())) for r in readers]
+    assert all(reads > 50 for reads, _ in results), results  # many refreshes (~1,000 reads here)
+    assert all(bad == 0 for _, bad in results), results
