@@ -15,6 +15,22 @@ from testbed.timing import scaled
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+
+def detach_daemon_mounts(mountpoint: str) -> None:
+    """Lazily detach every FUSE mount a daemon of `mountpoint` may have left: the mount
+    point and its views (the default `<mountpoint>-views`), stacked ones included."""
+    for point in (os.path.abspath(mountpoint), os.path.abspath(mountpoint).rstrip("/") + "-views"):
+        for _ in range(10):
+            try:
+                if not any(t.startswith("fuse") for t in mounts_at(point)):
+                    break
+                lazy_unmount(point)
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                    raise
+
 class DaemonProcess:
     def __init__(self, mountpoint: str, *extra: str, log_path: str | None = None, env: dict | None = None):
         self.mountpoint = mountpoint
@@ -80,13 +96,6 @@ class DaemonProcess:
     def stop(self) -> None:
         """SIGTERM, then make sure nothing is left mounted (lazily, if wedged)."""
         self.kill(signal.SIGTERM)
-        for _ in range(10):
-            try:
-                if not any(t.startswith("fuse") for t in mounts_at(self.mountpoint)):
-                    break
-                lazy_unmount(self.mountpoint)
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOENT):
-                    raise
+        detach_daemon_mounts(self.mountpoint)
         if getattr(self, "_log", None):
             self._log.close()

@@ -11,7 +11,7 @@ import pytest
 
 from cgroupfs.cgroups import CgroupReader, discover, read_proc_cgroup
 from cgroupfs_daemon.metrics import MetricsServer
-from cgroupfs_daemon.mount import lazy_unmount, mounts_at
+from testbed.daemon_process import detach_daemon_mounts
 from cgroupfs_daemon.stats import DaemonStats
 from tests.metrics.prometheus_server import PrometheusServer
 from tests.metrics.support import (
@@ -128,10 +128,7 @@ class MetricsDaemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
-        for _ in range(10):
-            if not any(t.startswith("fuse") for t in mounts_at(self.mountpoint)):
-                break
-            lazy_unmount(self.mountpoint)
+        detach_daemon_mounts(self.mountpoint)
         self._log.close()
 
 

@@ -9,7 +9,6 @@ its settings and state file in the test's directory, never the host's.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -20,7 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from cgroupfs_daemon.mount import lazy_unmount, mounts_at
+from cgroupfs_daemon.mount import mounts_at
+from testbed.daemon_process import detach_daemon_mounts
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
@@ -221,13 +221,6 @@ class ServiceDaemon:
                 reader.kill()
             reader.communicate(timeout=10)
         for mountpoint in (self.mountpoint, *mountpoints):
-            for _ in range(8):
-                if not is_fuse_mounted(mountpoint):
-                    break
-                try:
-                    lazy_unmount(os.path.abspath(mountpoint))
-                except OSError as exc:
-                    if exc.errno not in (errno.EINVAL, errno.ENOENT):
-                        raise
+            detach_daemon_mounts(mountpoint)
         if getattr(self, "_log", None):
             self._log.close()

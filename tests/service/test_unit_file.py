@@ -120,9 +120,11 @@ def test_exec_stop_post_detaches_a_dead_mount_and_nothing_else(unit_text, daemon
 
     command = exec_stop_post(unit_text)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CGROUPFS_MOUNTPOINT": daemon.mountpoint}
+    views = daemon.mountpoint.rstrip("/") + "-views"
+    assert is_fuse_mounted(views)
     subprocess.run(command, env=env, check=True, timeout=30)
-    assert not is_fuse_mounted(daemon.mountpoint)
-    assert os.listdir(daemon.mountpoint) == []
+    assert not is_fuse_mounted(daemon.mountpoint) and not is_fuse_mounted(views)
+    assert os.listdir(daemon.mountpoint) == [] and os.listdir(views) == []
     subprocess.run(command, env=env, check=True, timeout=30)  # nothing mounted: still fine
 
     # Another file system at the configured path is not ours to unmount.
