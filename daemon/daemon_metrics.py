@@ -50,6 +50,15 @@ def daemon_families(stats: StatsSnapshot) -> list[Metric]:
     misses = CounterMetricFamily("cgroupfs_render_cache_misses_total", "Opens that rendered the file anew.")
     misses.add_metric((), stats.cache_misses)
 
+    views = GaugeMetricFamily("cgroupfs_views", "Per-container views served now (one per live container).")
+    views.add_metric((), stats.views)
+    view_renders = CounterMetricFamily("cgroupfs_view_renders_total",
+                                       "View files rendered; at most one per file per refresh interval.")
+    view_renders.add_metric((), stats.view_renders)
+    view_requests = CounterMetricFamily(
+        "cgroupfs_view_requests_total", "Requests that reached the views connection (page-cache reads do not).")
+    view_requests.add_metric((), stats.view_requests)
+
     fallbacks = CounterMetricFamily("cgroupfs_fallbacks_total",
                                     "Opens answered with the host's file instead, per file and reason.",
                                     labels=("file", "reason"))
@@ -75,5 +84,5 @@ def daemon_families(stats: StatsSnapshot) -> list[Metric]:
         "cgroupfs_metrics_collector_errors_total",
         "Containers left out of a scrape by an unexpected error (a vanished container is not one).")
     collector_errors.add_metric((), stats.collector_errors)
-    return [build, requests, errors, latency, hits, misses, fallbacks, injections, heals,
-            docker_up, tracked, collector_errors]
+    return [build, requests, errors, latency, hits, misses, views, view_renders, view_requests, fallbacks,
+            injections, heals, docker_up, tracked, collector_errors]

@@ -155,6 +155,8 @@ class Daemon:
                 views_session = Session(self._mount(self.views.mountpoint, "cgroupfs-views"), self.views,
                                         "cgroupfs-views", wanted_flags=VIEWS_FLAGS)
                 self.views.forget_name = views_session.forget_name
+                views, session = self.views, views_session
+                self.stats.watch_views(lambda: (len(views), views.renders, session.requests_served))
         except MountError as exc:
             raise StartupError(str(exc)) from None
         if self.config.docker_host is not None:

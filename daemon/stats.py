@@ -11,7 +11,7 @@ import errno
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cgroupfs.cgroups.membership import CgroupPaths
@@ -57,6 +57,9 @@ class StatsSnapshot:
     docker_connected: bool
     containers_tracked: int
     collector_errors: int
+    views: int = 0                                       # views served now
+    view_renders: int = 0                                # view files rendered (at most one per file per interval)
+    view_requests: int = 0                               # requests that reached the views connection
 
 
 class DaemonStats:
@@ -84,6 +87,8 @@ class DaemonStats:
         self._containers: dict[str, ContainerInfo] = {}  # Docker container id -> info
         # metrics
         self._collector_errors = 0
+        # views: read from the Views registry and its session when a snapshot is taken
+        self._views_source: Callable[[], tuple[int, int, int]] | None = None
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
@@ -104,7 +109,18 @@ class DaemonStats:
                 docker_connected=self._docker_connected,
                 containers_tracked=len(self._containers),
                 collector_errors=self._collector_errors,
+                **self._views_counts(),
             )
+
+    def watch_views(self, counts: Callable[[], tuple[int, int, int]]) -> None:
+        """`counts()` -> (views, renders, requests), asked at every snapshot."""
+        self._views_source = counts
+
+    def _views_counts(self) -> dict[str, int]:
+        if self._views_source is None:
+            return {}
+        views, renders, requests = self._views_source()
+        return {"views": views, "view_renders": renders, "view_requests": requests}
 
     # FUSE loop (cgroupfs.fuse_ops and cgroupfs.server call these) ---------------------
 

@@ -95,6 +95,16 @@ def test_daemon_health_histogram_is_cumulative_and_counts_errors():
     assert values(text, "cgroupfs_render_cache_hits_total") == [1]
     assert values(text, "cgroupfs_docker_injections_total", result="failed") == [0]
     assert values(text, "cgroupfs_containers_tracked") == [1]
+    assert values(text, "cgroupfs_views") == [0]  # no views connection
+
+
+def test_views_are_counted_when_the_daemon_serves_them():
+    stats = v2_stats()
+    stats.watch_views(lambda: (3, 24, 57))
+    text = generate_latest(v2_exporter(stats)).decode()
+    assert values(text, "cgroupfs_views") == [3]
+    assert values(text, "cgroupfs_view_renders_total") == [24]
+    assert values(text, "cgroupfs_view_requests_total") == [57]
 
 
 def test_cumulative_buckets_end_with_inf_equal_to_the_count():
