@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
         views.add(view_id, int(pid))
     session = Session(mount(mountpoint, "cgroupfs-views", "cgroupfs-views"), views, "bench-views",
                       wanted_flags=VIEWS_FLAGS)
-    views.forget_name = session.forget_name
+    views.attach(session)
     serve_in_main_thread(session, mountpoint)
     return 0
 

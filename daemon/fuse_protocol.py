@@ -34,6 +34,7 @@ NO_REPLY_OPCODES = frozenset({FORGET, BATCH_FORGET, INTERRUPT})
 # FUSE_INIT flags (ours are a subset of what the kernel offers).
 ASYNC_READ = 1 << 0
 AUTO_INVAL_DATA = 1 << 12
+NO_OPEN_SUPPORT = 1 << 17  # offered by kernels that accept ENOSYS for OPEN (4.20+)
 MAX_PAGES = 1 << 22
 INIT_EXT = 1 << 30
 

@@ -95,6 +95,7 @@ class Session:
         self.on_init = on_init
         self.read_only_error = read_only_error
         self.minor: int | None = None
+        self.kernel_flags: int | None = None  # what the kernel offered in FUSE_INIT
         self.requests_served = 0
         self._stopping = threading.Event()
         self._loop_thread: int | None = None
@@ -169,6 +170,7 @@ class Session:
             log.error("%s: the kernel speaks FUSE %d.%d; we need 7.x", self.name, major, minor)
             raise FuseError(errno.EPROTO)
         payload, self.minor = fp.init_out(major, minor, flags, self.wanted_flags)
+        self.kernel_flags = flags
         log.debug("%s: the kernel speaks FUSE %d.%d (flags %#x); we answer 7.%d with flags %#x",
                   self.name, major, minor, flags, self.minor, flags & self.wanted_flags)
         if self.on_init is not None:

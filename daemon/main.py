@@ -154,7 +154,7 @@ class Daemon:
                 prepare_mountpoint(self.views.mountpoint)
                 views_session = Session(self._mount(self.views.mountpoint, "cgroupfs-views"), self.views,
                                         "cgroupfs-views", wanted_flags=VIEWS_FLAGS)
-                self.views.forget_name = views_session.forget_name
+                self.views.attach(views_session)
                 views, session = self.views, views_session
                 self.stats.watch_views(lambda: (len(views), views.renders, session.requests_served))
         except MountError as exc:

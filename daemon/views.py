@@ -32,7 +32,6 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable
 
 from cgroupfs.cgroups import CgroupPaths, read_proc_cgroup
 from cgroupfs.errors import CgroupGone, ProcessGone
@@ -40,7 +39,7 @@ from cgroupfs.server import ContentServer
 from cgroupfs.table import DIRECTORIES, FILES
 from cgroupfs_daemon import fuse_protocol as fp
 from cgroupfs_daemon.fuse_files import StaticTree
-from cgroupfs_daemon.fuse_session import Caller, Entry, FuseError
+from cgroupfs_daemon.fuse_session import Caller, Entry, FuseError, Session
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +90,12 @@ class Views:
         self._next_number = 1
         self._mount_time_ns = time.time_ns()
         self.renders = 0
-        # Session.forget_name of the connection serving the views, once it exists: a
-        # removed or replaced view's name must not stay in the kernel's dentry cache
-        # (its files' names are cached for an hour), or a container restarted under the
-        # same id would be handed the old view's nodes.
-        self.forget_name: Callable[[int, str], None] | None = None
+        # The connection serving the views (attach()), once it exists.
+        self.session: Session | None = None
+
+    def attach(self, session: Session) -> None:
+        """Serve through `session`: the views' Filesystem is `self`."""
+        self.session = session
 
     # -- the registry ---------------------------------------------------------
 
@@ -132,8 +132,11 @@ class Views:
         return view is not None
 
     def _forget(self, view_id: str) -> None:
-        if self.forget_name is not None:
-            self.forget_name(fp.ROOT_ID, view_id)
+        # A removed or replaced view's name must not stay in the kernel's dentry cache
+        # (its files' names are cached for an hour), or a container restarted under the
+        # same id would be handed the old view's nodes.
+        if self.session is not None:
+            self.session.forget_name(fp.ROOT_ID, view_id)
 
     def directory(self, view_id: str) -> str:
         return f"{self.mountpoint.rstrip('/')}/{view_id}"
@@ -194,8 +197,13 @@ class Views:
 
     def open(self, node: int, flags: int, caller: Caller) -> tuple[int, int]:
         # ENOSYS makes the kernel stop sending OPEN/RELEASE on this connection and
-        # serve reads from its page cache (the point of views).
-        raise FuseError(errno.ENOSYS)
+        # serve reads from its page cache (the point of views).  A kernel without
+        # no_open (before 4.20; it does not offer NO_OPEN_SUPPORT) would fail the open
+        # instead: there, one OPEN round trip per open, keeping the cache.
+        kernel_flags = self.session.kernel_flags if self.session is not None else None
+        if kernel_flags is None or kernel_flags & fp.NO_OPEN_SUPPORT:
+            raise FuseError(errno.ENOSYS)
+        return 0, fp.FOPEN_KEEP_CACHE
 
     def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool) -> bytes:
         view, static = self._view(node)

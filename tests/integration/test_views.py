@@ -39,10 +39,9 @@ def views(hierarchy, workdir):
     served = Views(ContentServer(), mountpoint, interval_s=INTERVAL_S)
     session = Session(mount(mountpoint, "cgroupfs-views", "cgroupfs-views"), served, "test-views",
                       wanted_flags=VIEWS_FLAGS)
-    served.forget_name = session.forget_name
+    served.attach(session)
     thread = threading.Thread(target=session.serve, daemon=True)
     thread.start()
-    served.session = session  # for the request counts
     try:
         yield served
     finally:
