@@ -23,6 +23,7 @@ from docker.types.daemon import CancellableStream
 
 from cgroupfs.cgroups.membership import CgroupPaths, read_proc_cgroup
 from cgroupfs.errors import CgroupfsError, ProcessGone
+from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs_daemon import inject
 from cgroupfs_daemon.options import DEFAULT_DOCKER_HOST
 from cgroupfs_daemon.stats import ContainerInfo, DaemonStats
@@ -72,7 +73,7 @@ class DockerWatcher:
         self._client: docker.DockerClient | None = None
         self._container_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._ours: dict[str, tuple[str, str]] | None = None  # inject.own_identities(), once
+        self._ours: dict[str, dict[str, tuple[str, str]]] = {}  # mount point -> inject.own_identities()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -244,22 +245,25 @@ class DockerWatcher:
     def _source(self, container_id: str, pid: int) -> tuple[str, dict[str, tuple[str, str]] | None]:
         """The directory whose files go into the container, and what they look like there."""
         if self.views is None:
-            return self.mountpoint, self._our_identities()
+            return self.mountpoint, self._our_identities(self.mountpoint)
         directory = self.views.add(container_id, pid)
-        try:
-            return directory, inject.own_identities(directory)
-        except OSError:
+        # A view's files are its directory's: (device, /<id>/<relative>) of the views mount.
+        views = self._our_identities(self.views.mountpoint, {"": ""})
+        if views is None:
             return directory, None
+        device, root = views[""]
+        return directory, {relative: (device, os.path.normpath(f"{root}/{container_id}/{relative}"))
+                           for relative in CONTAINER_TARGETS}
 
-    def _our_identities(self) -> dict[str, tuple[str, str]] | None:
+    def _our_identities(self, mountpoint: str, targets=CONTAINER_TARGETS) -> dict[str, tuple[str, str]] | None:
         # Parsing the host's mountinfo costs a few ms with many containers; our
-        # mount's identity does not change while we serve it.
-        if self._ours is None:
+        # mounts' identities do not change while we serve them.
+        if mountpoint not in self._ours:
             try:
-                self._ours = inject.own_identities(self.mountpoint)
+                self._ours[mountpoint] = inject.own_identities(mountpoint, targets)
             except OSError:
                 return None
-        return self._ours
+        return self._ours[mountpoint]
 
     def _account(self, who: str, results: list[inject.FileResult], event_time_ns: int | None) -> None:
         failed = [r for r in results if r.outcome == "failed"]

@@ -169,9 +169,17 @@ class Views:
             node = view.number * NODE_STRIDE + fp.ROOT_ID
             return Entry(self._directory_attributes(node, fp.ROOT_ID), VIEW_ENTRY_TIMEOUT_S, STATIC_TIMEOUT_S)
         view, static = self._view(parent)
-        child, _path = _TREE.child(static, name)
+        child, path = _TREE.child(static, name)
         attributes, timeout_s = self.getattr(view.number * NODE_STRIDE + child, None, caller)
-        return Entry(attributes, STATIC_TIMEOUT_S, timeout_s)
+        if path in DIRECTORIES:
+            return Entry(attributes, STATIC_TIMEOUT_S, timeout_s)
+        # A file's name is valid one interval too: an open by path after that looks it
+        # up again, and the LOOKUP's fresh attributes refresh the cached pages for
+        # readers that never ask GETATTR (sendfile: busybox `cat`).  Inside a container
+        # the file is a bind mount's root, which the kernel never looks up again: there
+        # a sendfile-only reader sees the text of the last GETATTR (any read(2) or
+        # stat of the file refreshes it).
+        return Entry(attributes, timeout_s, timeout_s)
 
     def getattr(self, node: int, fh: int | None, caller: Caller) -> tuple[fp.Attributes, float]:
         if node == fp.ROOT_ID:
