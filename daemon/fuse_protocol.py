@@ -135,14 +135,29 @@ def init_out(kernel_major: int, kernel_minor: int, kernel_flags: int, wanted_fla
                          max_pages, 0, 0, 0), minor
 
 
-NOTIFY_INVAL_ENTRY = 3
+NOTIFY_INVAL_INODE, NOTIFY_INVAL_ENTRY, NOTIFY_STORE = 2, 3, 4
+NOTIFY_INVAL_INODE_OUT = struct.Struct("=Qqq")  # ino offset length
 NOTIFY_INVAL_ENTRY_OUT = struct.Struct("=QII")  # parent namelen flags
+NOTIFY_STORE_OUT = struct.Struct("=QQII")       # nodeid offset size padding
+
+
+def _notification(code: int, payload: bytes) -> bytes:
+    return OUT_HEADER.pack(OUT_HEADER.size + len(payload), code, 0) + payload
+
+
+def notify_inval_inode(node: int) -> bytes:
+    """Make the kernel drop a file's cached attributes and every cached page."""
+    return _notification(NOTIFY_INVAL_INODE, NOTIFY_INVAL_INODE_OUT.pack(node, 0, 0))
+
+
+def notify_store(node: int, data: bytes) -> bytes:
+    """Put `data` into a file's page cache at offset 0 (the kernel grows i_size to fit)."""
+    return _notification(NOTIFY_STORE, NOTIFY_STORE_OUT.pack(node, 0, len(data), 0) + data)
 
 
 def notify_inval_entry(parent: int, name: bytes) -> bytes:
     """A notification (unique 0) that makes the kernel forget the name `name` in `parent`."""
-    payload = NOTIFY_INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0"
-    return OUT_HEADER.pack(OUT_HEADER.size + len(payload), NOTIFY_INVAL_ENTRY, 0) + payload
+    return _notification(NOTIFY_INVAL_ENTRY, NOTIFY_INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0")
 
 
 def dirent(ino: int, offset: int, name: bytes, kind: int) -> bytes:

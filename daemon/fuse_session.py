@@ -125,16 +125,26 @@ class Session:
         self._stopping.set()
 
     def forget_name(self, parent: int, name: str) -> None:
-        """Make the kernel drop its cached entry `name` in `parent` (and what is below it).
+        """Make the kernel drop its cached entry `name` in `parent` (and what is below it)."""
+        self._notify(fp.notify_inval_entry(parent, os.fsencode(name)), name)
 
-        Never from the loop's own thread: the kernel takes the directory's lock, which a
-        lookup waiting for this very loop may hold."""
-        assert threading.get_ident() != self._loop_thread, "forget_name() from the FUSE loop deadlocks"
+    def forget_contents(self, node: int) -> None:
+        """Make the kernel drop a file's cached attributes and pages."""
+        self._notify(fp.notify_inval_inode(node), f"node {node}")
+
+    def store_contents(self, node: int, data: bytes) -> None:
+        """Replace a file's cached pages with `data` (growing its size to fit)."""
+        self._notify(fp.notify_store(node, data), f"node {node}")
+
+    def _notify(self, message: bytes, what: str) -> None:
+        # Never from the loop's own thread: the kernel takes a directory's lock or a
+        # page's, which a request waiting for this very loop may hold.
+        assert threading.get_ident() != self._loop_thread, "a notification from the FUSE loop deadlocks"
         try:
-            os.write(self.fd, fp.notify_inval_entry(parent, os.fsencode(name)))
+            os.write(self.fd, message)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF):  # ENOENT: not cached
-                log.warning("%s: invalidating %s failed: %s", self.name, name, exc)
+                log.warning("%s: notifying the kernel about %s failed: %s", self.name, what, exc)
 
     def _send(self, message: bytes) -> None:
         try:

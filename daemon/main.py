@@ -177,6 +177,7 @@ class Daemon:
             serve_in_main_thread(session, self.mountpoint)
         finally:
             if views_session is not None and self.views is not None:
+                self.views.stop()
                 views_session.stop()
                 unmount(self.views.mountpoint)
             log.info("unmounted %s; stopping", self.mountpoint)

@@ -52,6 +52,8 @@ NODE_STRIDE = 64
 # How long the kernel may remember that a container's directory exists (or not).
 VIEW_ENTRY_TIMEOUT_S = 1.0
 STATIC_TIMEOUT_S = 3600.0
+# How long after its last READ a file counts as read through the page cache.
+READ_ACTIVE_S = 10.0
 
 _TREE = StaticTree()
 assert len(_TREE.path_of) < NODE_STRIDE
@@ -92,10 +94,19 @@ class Views:
         self.renders = 0
         # The connection serving the views (attach()), once it exists.
         self.session: Session | None = None
+        # Texts are rendered by the views loop (GETATTR, READ) and by the refresher.
+        self._texts_lock = threading.Lock()
+        self._read_at: dict[int, float] = {}  # node -> when the kernel last asked READ
+        self._stopped = threading.Event()
 
     def attach(self, session: Session) -> None:
-        """Serve through `session`: the views' Filesystem is `self`."""
+        """Serve through `session` (the views' Filesystem is `self`); refresh what is
+        read from the page cache without GETATTR (see refresh_page_cache_readers)."""
         self.session = session
+        threading.Thread(target=self._refresh_loop, name="views-refresh", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     # -- the registry ---------------------------------------------------------
 
@@ -219,6 +230,7 @@ class Views:
         if path not in FILES:
             raise FuseError(errno.EISDIR)
         text = self._current(view, path, refresh_after_s=None)
+        self._read_at[node] = time.monotonic()
         return text.data[offset:offset + size]
 
     def release(self, node: int, fh: int) -> None:
@@ -226,7 +238,53 @@ class Views:
 
     # -- texts ----------------------------------------------------------------
 
+    # -- readers that never ask GETATTR ------------------------------------------
+
+    def _refresh_loop(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            try:
+                self.refresh_page_cache_readers()
+            except Exception:
+                log.exception("refreshing the views' cached pages failed; retrying next interval")
+
+    def refresh_page_cache_readers(self) -> None:
+        """Renew the cached pages of files read through the page cache lately.
+
+        sendfile (busybox `cat`) and mmap read pages without asking GETATTR, and inside
+        a container a view file is a bind mount's root, which the kernel never looks up
+        again: without this, such readers would see one text forever.  Every interval,
+        each file the kernel READ within the last READ_ACTIVE_S gets its new text: the
+        kernel drops its pages (the next read asks READ, which marks it active again),
+        or, for a text longer than the cached size (which a READ cannot grow), is
+        given the new pages with FUSE_NOTIFY_STORE."""
+        session = self.session
+        if session is None:
+            return
+        now = time.monotonic()
+        for node, read_at in list(self._read_at.items()):
+            if now - read_at > READ_ACTIVE_S:
+                self._read_at.pop(node, None)
+                continue
+            try:
+                view, static = self._view(node)
+                path = _TREE.path(static)
+                old = view.texts.get(path)
+                new = self._current(view, path, refresh_after_s=self.interval_s)
+            except FuseError:
+                self._read_at.pop(node, None)  # the container is gone
+                continue
+            if old is None or new.mtime_ns == old.mtime_ns:
+                continue
+            if len(new.data) > len(old.data):
+                session.store_contents(node, new.data)
+            else:
+                session.forget_contents(node)
+
     def _current(self, view: View, path: str, refresh_after_s: float | None) -> _Text:
+        with self._texts_lock:
+            return self._current_locked(view, path, refresh_after_s)
+
+    def _current_locked(self, view: View, path: str, refresh_after_s: float | None) -> _Text:
         """The view's text of `path`: rendered again when older than `refresh_after_s`
         (None: only when there is none yet) or when the cgroup's limits changed."""
         text = view.texts.get(path)
@@ -239,7 +297,7 @@ class Views:
         except (CgroupGone, ProcessGone):
             log.info("view %s: the container is gone; removing its view", view.id[:12])
             if self._drop(view.id):
-                # We are the views loop: the kernel's entry is dropped from another thread.
+                # We may be the views loop: the kernel's entry is dropped from another thread.
                 threading.Thread(target=self._forget, args=(view.id,), name="views-forget", daemon=True).start()
             raise FuseError(errno.ENOENT) from None
         self.renders += 1

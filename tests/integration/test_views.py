@@ -45,6 +45,7 @@ def views(hierarchy, workdir):
     try:
         yield served
     finally:
+        served.stop()
         session.stop()
         unmount(mountpoint)
         thread.join(timeout=5)
@@ -218,3 +219,32 @@ def test_small_piece_readers_never_see_a_malformed_line(views, container):
     results = [tuple(map(int, r.communicate(timeout=60)[0].split())) for r in readers]
     assert all(reads > 50 for reads, _ in results), results  # many refreshes (~1,000 reads here)
     assert all(bad == 0 for _, bad in results), results
+
+
+def test_sendfile_readers_through_a_bind_mount_follow_the_container(container, tmp_path):
+    """Inside a container a view file is a bind mount's root, which the kernel never looks
+    up again, and busybox `cat` copies with sendfile, which never asks GETATTR: only the
+    daemon's refresh of the pages read lately keeps such a reader current."""
+    hog, directory = container("ctr-j", 128 * MIB, [
+        sys.executable, "-c", "import sys\nblocks = []\nwhile sys.stdin.readline():\n"
+        "    blocks.append(bytearray(8 << 20)); blocks[-1][::4096] = b'x' * 2048; print('ok', flush=True)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    target = tmp_path / "meminfo"
+    target.touch()
+    subprocess.run(["mount", "--bind", f"{directory}/proc/meminfo", str(target)], check=True)
+    try:
+        def used_kb() -> int:
+            text = subprocess.run(["busybox", "cat", str(target)], capture_output=True, check=True).stdout
+            return memtotal_kb(text) - int(re.search(rb"^MemFree:\s+(\d+) kB$", text, re.M).group(1))
+
+        before = used_kb()
+        for step in range(1, 4):
+            hog.stdin.write(b"grow\n")
+            hog.stdin.flush()
+            assert hog.stdout.readline() == b"ok\n"
+            deadline = time.monotonic() + scaled(2 * INTERVAL_S + 1)
+            while used_kb() < before + step * 7 * 1024:
+                assert time.monotonic() < deadline, f"step {step}: busybox cat still shows {used_kb()} kB used"
+                time.sleep(0.02)
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
