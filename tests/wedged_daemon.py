@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
-from cgroupfs_daemon.fuse_files import PerReaderFiles
 from cgroupfs_daemon.cli import main
+from cgroupfs_daemon.fuse_files import PerReaderFiles
 
 
 def wedge_reads(wedge_file: str) -> None:

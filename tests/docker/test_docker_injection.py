@@ -12,7 +12,13 @@ import pytest
 from cgroupfs.layout import CONTAINER_TARGETS
 from testbed.daemon_process import DaemonProcess
 from testbed.docker_checks import (
-    cat_in, cgroupfs_cli, injected_targets, memtotal_kb, processor_count, read_in, wait_injected,
+    cat_in,
+    cgroupfs_cli,
+    injected_targets,
+    memtotal_kb,
+    processor_count,
+    read_in,
+    wait_injected,
 )
 from testbed.docker_engine import IMAGE
 from testbed.timing import scaled

@@ -150,8 +150,8 @@ def test_diskstats_grows_after_direct_io(mnt, make_cgroup, workdir):
                 f"{workdir} does not support O_DIRECT (e.g. tmpfs); needs a block-device filesystem")
         assert result.returncode == 0, result.stderr.decode()
         time.sleep(0.2)
-        lines = [l.split() for l in read_in(cgroup, f"{mnt}/proc/diskstats").splitlines()]
-        mine = [l for l in lines if (int(l[0]), int(l[1])) == (major, minor)]
+        lines = [line.split() for line in read_in(cgroup, f"{mnt}/proc/diskstats").splitlines()]
+        mine = [fields for fields in lines if (int(fields[0]), int(fields[1])) == (major, minor)]
         assert mine, f"device {major}:{minor} missing from {lines}"
         sectors_written = int(mine[0][9])
         assert sectors_written >= 4 * MIB // 512
@@ -218,7 +218,7 @@ def test_a_host_reader_gets_the_host_files(mnt, hierarchy):
     with open("/proc/meminfo") as f:
         native = f.read()
     assert kb(meminfo, "MemTotal") == kb(native, "MemTotal")
-    assert [l.split(":")[0] for l in meminfo.splitlines()] == [l.split(":")[0] for l in native.splitlines()]
+    assert [line.split(":")[0] for line in meminfo.splitlines()] == [line.split(":")[0] for line in native.splitlines()]
 
 
 def test_show_prints_what_the_process_reads(mnt, make_cgroup):

@@ -11,11 +11,19 @@ import pytest
 
 from cgroupfs.cgroups import CgroupReader, discover, read_proc_cgroup
 from cgroupfs_daemon.metrics import MetricsServer
-from testbed.daemon_process import detach_daemon_mounts
 from cgroupfs_daemon.stats import DaemonStats
+from testbed.daemon_process import detach_daemon_mounts
 from tests.metrics.prometheus_server import PrometheusServer
 from tests.metrics.support import (
-    PROMETHEUS, PYTHON, REPO, LiveCgroup, free_port, require, require_root_cgroups, scrape, wait_for,
+    PROMETHEUS,
+    PYTHON,
+    REPO,
+    LiveCgroup,
+    free_port,
+    require,
+    require_root_cgroups,
+    scrape,
+    wait_for,
 )
 
 

@@ -59,7 +59,7 @@ class LiveCgroup:
         self.hierarchy = hierarchy or discover()
         self.path = "/" + name.strip("/")
         self.directories: list[str] = []
-        self._v2_dir = None
+        self._v2_dir: str | None = None
         try:
             for controller in self.CONTROLLERS:
                 version = self.hierarchy.version_of(controller)
@@ -83,12 +83,13 @@ class LiveCgroup:
             missing = wanted - set(f.read().split())
         if missing:
             _write(os.path.join(root, "cgroup.subtree_control"), " ".join("+" + c for c in sorted(missing)))
-        self._v2_dir = os.path.join(root, self.path.lstrip("/"))
-        self._make(self._v2_dir)
+        v2_dir = self._v2_dir = os.path.join(root, self.path.lstrip("/"))
+        self._make(v2_dir)
 
     def _file(self, controller: str, v1_name: str, v2_name: str) -> str:
         if self.hierarchy.version_of(controller) == 1:
             return os.path.join(self.hierarchy.v1[controller].directory, self.path.lstrip("/"), v1_name)
+        assert self._v2_dir is not None
         return os.path.join(self._v2_dir, v2_name)
 
     def set_memory_limit(self, limit_bytes: int) -> None:

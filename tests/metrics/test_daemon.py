@@ -7,7 +7,16 @@ import socket
 import subprocess
 
 from tests.metrics.support import (
-    MIB, PYTHON, REPO, SLEEP_FOREVER, ids_in, promtool_check, require, start_in, stop, values,
+    MIB,
+    PYTHON,
+    REPO,
+    SLEEP_FOREVER,
+    ids_in,
+    promtool_check,
+    require,
+    start_in,
+    stop,
+    values,
     wait_for,
 )
 

@@ -12,6 +12,7 @@ import socket
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from cgroupfs.cgroups.membership import CgroupPaths
 from cgroupfs.cgroups.model import CpuStats, MemoryStats
 from cgroupfs.errors import ParseError
 from cgroupfs_daemon.container_metrics import container_families, docker_label_name
@@ -133,7 +134,7 @@ def test_an_unexpected_error_leaves_one_container_out_and_is_counted(monkeypatch
 
 
 def _snapshot(memory: MemoryStats | None = None, cpu: CpuStats | None = None) -> ContainerSnapshot:
-    return ContainerSnapshot(target=Target("/c", None), memory=memory, cpu=cpu, io=None,
+    return ContainerSnapshot(target=Target("/c", CgroupPaths(v2="/c")), memory=memory, cpu=cpu, io=None,
                              processes=0, threads=0, start_time_s=None)
 
 

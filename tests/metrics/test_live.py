@@ -8,7 +8,15 @@ import time
 import pytest
 
 from tests.metrics.support import (
-    ALLOCATE_20_MIB, BUSY_LOOP, MIB, SLEEP_FOREVER, ids_in, promtool_check, start_in, stop, values,
+    ALLOCATE_20_MIB,
+    BUSY_LOOP,
+    MIB,
+    SLEEP_FOREVER,
+    ids_in,
+    promtool_check,
+    start_in,
+    stop,
+    values,
 )
 
 

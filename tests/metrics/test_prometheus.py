@@ -6,7 +6,14 @@ import os
 import re
 
 from tests.metrics.support import (
-    ALLOCATE_20_MIB, ALLOCATE_ON_REQUEST, BUSY_LOOP, MIB, REPO, start_in, stop, wait_for,
+    ALLOCATE_20_MIB,
+    ALLOCATE_ON_REQUEST,
+    BUSY_LOOP,
+    MIB,
+    REPO,
+    start_in,
+    stop,
+    wait_for,
 )
 
 

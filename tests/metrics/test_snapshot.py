@@ -37,7 +37,9 @@ def snapshots(tree: str, sys_root: str) -> SnapshotReader:
 
 def served_target(tree: str, pid: int) -> Target:
     paths = proc_paths(tree, pid)
-    return Target(cgroup_id(reader(tree).hierarchy, paths), paths, served=True)
+    identity = cgroup_id(reader(tree).hierarchy, paths)
+    assert identity is not None
+    return Target(identity, paths, served=True)
 
 
 def test_v2_container_every_counter(sys_root):

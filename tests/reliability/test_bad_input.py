@@ -42,6 +42,7 @@ def mnt(hierarchy, tmp_path_factory):
 def errno_of(call) -> int:
     with pytest.raises(OSError) as info:
         call()
+    assert info.value.errno is not None
     return info.value.errno
 
 

@@ -15,7 +15,14 @@ import pytest
 
 from cgroupfs_daemon.mount import mounts_at
 from tests.reliability.support import (
-    LOOP_READER, MIB, PYTHON, collect, latency, memtotal_kb, process_state, wait_for,
+    LOOP_READER,
+    MIB,
+    PYTHON,
+    collect,
+    latency,
+    memtotal_kb,
+    process_state,
+    wait_for,
 )
 
 

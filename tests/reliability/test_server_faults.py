@@ -116,7 +116,7 @@ def counter_files(tree: str, pid: int) -> list[str]:
     """Every file in the cgroup directories of `pid` and their ancestors (relative to the tree)."""
     with open(os.path.join(tree, "proc", str(pid), "cgroup")) as f:
         paths = {line.split(":", 2)[2].strip() for line in f if line.strip()}
-    files = set()
+    files: set[str] = set()
     root = os.path.join(tree, "sys/fs/cgroup")
     for top in os.listdir(root):
         base = os.path.join(root, top)

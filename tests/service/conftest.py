@@ -12,8 +12,6 @@ from tests.conftest import require  # noqa: F401 (re-exported to the service tes
 from tests.service.harness import NotifyListener, ServiceDaemon
 
 
-
-
 @pytest.fixture
 def fuse_host():
     require(os.geteuid() == 0, "needs root (mounts FUSE)")
@@ -38,17 +36,16 @@ def abstract_notify_socket():
 @pytest.fixture
 def daemons(tmp_path, fuse_host):
     """daemons(**kwargs) -> a started ServiceDaemon; every one is stopped and unmounted afterwards."""
-    started: list[ServiceDaemon] = []
+    started: list[tuple[ServiceDaemon, tuple[str, ...]]] = []
 
     def start(name: str = "d", **kwargs) -> ServiceDaemon:
         directory = tmp_path / name
         directory.mkdir()
         extra_mounts = kwargs.pop("extra_mountpoints", ())
         daemon = ServiceDaemon(str(directory), **kwargs)
-        daemon.extra_mountpoints = extra_mounts
-        started.append(daemon)
+        started.append((daemon, extra_mounts))
         return daemon.start()
 
     yield start
-    for daemon in started:
-        daemon.cleanup(daemon.extra_mountpoints)
+    for daemon, extra_mounts in started:
+        daemon.cleanup(extra_mounts)

@@ -61,7 +61,7 @@ class NotifyListener:
         while not self._closed:
             try:
                 data, ancillary, _, _ = self.socket.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -155,7 +155,7 @@ class ServiceDaemon:
         self.process: subprocess.Popen | None = None
         self.readers: list[subprocess.Popen] = []
 
-    def start(self) -> "ServiceDaemon":
+    def start(self) -> ServiceDaemon:
         args = self.args
         if self.watchdog_pid_self:
             # systemd sets WATCHDOG_PID to the main pid, known only once forked: the shell

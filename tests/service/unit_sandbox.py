@@ -184,10 +184,10 @@ def apply(settings: dict[str, str], without: set[str], devices_cgroup: str | Non
         value = settings["SystemCallFilter"]
         assert not value.startswith("~"), "only allow-lists are emulated"
         error = getattr(errno, settings.get("SystemCallErrorNumber", "EPERM"))
-        allowed = expand_syscall_groups(value.split()) | expand_syscall_groups(["@default"])
-        allowed |= {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn"}
+        allowed_calls = set(expand_syscall_groups(value.split())) | set(expand_syscall_groups(["@default"]))
+        allowed_calls |= {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn"}
         allow_list = Filter(SCMP_ACT_ERRNO(error))
-        for name in sorted(allowed):
+        for name in sorted(allowed_calls):
             allow_list.rule(SCMP_ACT_ALLOW, name)
         filters.append(allow_list)
 

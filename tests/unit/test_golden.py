@@ -12,8 +12,16 @@ import pytest
 
 from cgroupfs.table import FILES
 from tests.unit.fixture_trees import (
-    HYBRID, HYBRID_CHILD_PID, HYBRID_ROOT_PID, V2, V2_15M_PID, V2_NOSWAP_PID, V2_POD_PID,
-    V2_UNLIMITED_PID, V2_VANISHED_PID, server,
+    HYBRID,
+    HYBRID_CHILD_PID,
+    HYBRID_ROOT_PID,
+    V2,
+    V2_15M_PID,
+    V2_NOSWAP_PID,
+    V2_POD_PID,
+    V2_UNLIMITED_PID,
+    V2_VANISHED_PID,
+    server,
 )
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")

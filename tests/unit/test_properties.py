@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cgroupfs.cgroups import v1, v2
 from cgroupfs.cgroups.files import parse_cpu_list, parse_flat_keyed, parse_limit, parse_pressure
 from cgroupfs.cgroups.membership import parse_proc_cgroup
-from cgroupfs.cgroups.model import CpusetInfo, CpuStats, MemoryStats
+from cgroupfs.cgroups.model import CpuStats, CpusetInfo, MemoryStats
 from cgroupfs.errors import ParseError
 from cgroupfs.files import cpu_online, cpuinfo, meminfo, stat
 from cgroupfs.files.visible_cpus import visible_cpus

@@ -10,8 +10,16 @@ from cgroupfs.host.stat import parse_stat
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs.table import FILES
 from tests.unit.fixture_trees import (
-    HYBRID, HYBRID_CHILD_PID, HYBRID_ROOT_PID, V2, V2_15M_PID, V2_NOSWAP_PID, V2_POD_PID,
-    V2_UNLIMITED_PID, V2_VANISHED_PID, server,
+    HYBRID,
+    HYBRID_CHILD_PID,
+    HYBRID_ROOT_PID,
+    V2,
+    V2_15M_PID,
+    V2_NOSWAP_PID,
+    V2_POD_PID,
+    V2_UNLIMITED_PID,
+    V2_VANISHED_PID,
+    server,
 )
 
 

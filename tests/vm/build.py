@@ -262,10 +262,10 @@ def module_load_order(modules: Path, wanted: tuple[str, ...]) -> list[Path]:
         order.append(path)
 
     for name in wanted:
-        path = by_name.get(name.replace("-", "_"))
-        if path is None:
+        module = by_name.get(name.replace("-", "_"))
+        if module is None:
             continue  # built into this kernel
-        visit(path)
+        visit(module)
     return [modules / path for path in order]
 
 

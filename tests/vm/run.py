@@ -170,7 +170,7 @@ def tail(path: Path, count: int = 40) -> str:
         return "(none)"
 
 
-def boot_and_run(artefacts, command, env, args, run_dir: Path) -> int:
+def boot_and_run(artefacts, command, env, args, run_dir: Path) -> int | None:
     src = Path(args.src).resolve()
     write_control_files(run_dir / "ctl", command, env, args)
     pipes = {name: os.pipe() for name in ("out", "err", "ctl")}
