@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 
 from cgroupfs.cgroups.hierarchy import Hierarchy, discover
 
@@ -25,6 +26,34 @@ def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
 
+
+
+def kill_members(pids: Callable[[], Iterable[int]], attempts: int = 50) -> None:
+    """SIGKILL every process `pids()` names until it names none (what a test started)."""
+    for _ in range(attempts):
+        found = list(pids())
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
+def remove_tree(directory: str, attempts: int = 40) -> None:
+    """rmdir a cgroup and its children, deepest first, retrying while each drains
+    (a cgroup empties a moment after its last process exits)."""
+    for dirpath, _dirnames, _ in sorted(os.walk(directory, topdown=False), key=lambda walk: -len(walk[0])):
+        for _attempt in range(attempts):
+            try:
+                os.rmdir(dirpath)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
 
 class TestCgroup:
     """One cgroup (same relative path in every hierarchy that serves a controller)."""
@@ -161,26 +190,9 @@ class TestCgroup:
 
     def remove(self) -> None:
         """Kill what the test left inside (only processes the test started live here), then rmdir."""
-        for _ in range(50):
-            pids = self.pids()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.05)
+        kill_members(self.pids)
         for directory in sorted(set(self.directories.values()), key=len, reverse=True):
-            for dirpath, _dirnames, _ in sorted(os.walk(directory, topdown=False), key=lambda w: -len(w[0])):
-                for _attempt in range(40):
-                    try:
-                        os.rmdir(dirpath)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.05)
+            remove_tree(directory)
 
     def child(self, name: str) -> TestCgroup:
         return TestCgroup(f"{self.relative}/{name}", self.hierarchy)

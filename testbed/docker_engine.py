@@ -21,6 +21,7 @@ import time
 
 from cgroupfs.mountinfo import read_mountinfo
 from cgroupfs_daemon.syscalls import detach
+from testbed.cgroups import remove_tree
 from testbed.timing import scaled
 
 IMAGE = "cgroupfs-test-busybox:latest"
@@ -218,17 +219,8 @@ def remove_empty_cgroups(name: str, root: str = "/sys/fs/cgroup") -> None:
     entries = os.listdir(root) if os.path.isdir(root) else []
     # v1/hybrid: <root>/<controller>/<name>; pure v2: <root>/<name>
     for directory in [os.path.join(root, entry, name) for entry in entries] + [os.path.join(root, name)]:
-        if not os.path.isdir(directory):
-            continue
-        for dirpath, _, _ in sorted(os.walk(directory), key=lambda walk: -len(walk[0])):
-            for _ in range(10):  # a container's cgroup empties a moment after it exits
-                try:
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)
+        if os.path.isdir(directory):
+            remove_tree(directory, attempts=10)
 
 
 def _alive(pid: int) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 from cgroupfs.cgroups.hierarchy import Hierarchy, discover
+from testbed.cgroups import kill_members
 from testbed.metrics import free_port, ids_in, samples, scrape  # noqa: F401 (re-exported to the metrics tests)
 from testbed.timing import wait_for  # noqa: F401 (re-exported to the metrics tests)
 from tests.conftest import require  # noqa: F401 (re-exported to the metrics tests)
@@ -134,16 +134,7 @@ class LiveCgroup:
 
     def remove(self) -> None:
         """Kill what the test started inside, then rmdir every directory (retrying while it drains)."""
-        for _ in range(100):
-            pids = self.pids()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.02)
+        kill_members(self.pids, attempts=100)
         for directory in reversed(self.directories):
             for _ in range(100):
                 try:
