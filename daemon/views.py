@@ -96,7 +96,8 @@ class Views:
         self.session: Session | None = None
         # Texts are rendered by the views loop (GETATTR, READ) and by the refresher.
         self._texts_lock = threading.Lock()
-        self._read_at: dict[int, float] = {}  # node -> when the kernel last asked READ
+        self._read_at: dict[int, float] = {}     # node -> when the kernel last asked READ
+        self._getattr_at: dict[int, float] = {}  # node -> when it last asked GETATTR
         self._stopped = threading.Event()
 
     def attach(self, session: Session) -> None:
@@ -200,6 +201,7 @@ class Views:
         if path in DIRECTORIES:
             return self._directory_attributes(node, static), STATIC_TIMEOUT_S
         text = self._current(view, path, refresh_after_s=self.interval_s)
+        self._getattr_at[node] = time.monotonic()
         return fp.Attributes(node, stat.S_IFREG | 0o444, size=len(text.data), mtime_ns=text.mtime_ns), self.interval_s
 
     def _directory_attributes(self, node: int, static: int) -> fp.Attributes:
@@ -256,7 +258,8 @@ class Views:
         each file the kernel READ within the last READ_ACTIVE_S gets its new text: the
         kernel drops its pages (the next read asks READ, which marks it active again),
         or, for a text longer than the cached size (which a READ cannot grow), is
-        given the new pages with FUSE_NOTIFY_STORE."""
+        given the new pages with FUSE_NOTIFY_STORE.  A file the kernel asked GETATTR
+        about lately has read(2) readers, which the kernel refreshes itself: left alone."""
         session = self.session
         if session is None:
             return
@@ -264,6 +267,9 @@ class Views:
         for node, read_at in list(self._read_at.items()):
             if now - read_at > READ_ACTIVE_S:
                 self._read_at.pop(node, None)
+                self._getattr_at.pop(node, None)
+                continue
+            if now - self._getattr_at.get(node, float("-inf")) < 2 * self.interval_s:
                 continue
             try:
                 view, static = self._view(node)
