@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import threading
 from dataclasses import dataclass
 
@@ -67,6 +68,20 @@ class DaemonConfig:
     views_mountpoint: str | None = ""
 
 
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (systemd's default soft limit is 1024).
+
+    The daemon holds descriptors per container (the limit files it compares on every
+    cached read, a view's files) and uses no select(2), the reason the soft limit is low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig):
         self.config = config
@@ -83,6 +98,7 @@ class Daemon:
         if covered:
             raise StartupError(f"{', '.join(covered)} is covered by a FUSE mount in the daemon's mount "
                                "namespace; the daemon must read the kernel's own files (unmount it first)")
+        raise_open_files_limit()
         try:
             host = HostReader()  # opened now, before our mount exists: never read through it
         except OSError as exc:
