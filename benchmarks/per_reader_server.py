@@ -32,6 +32,10 @@ class WithoutNoflush(PerReaderFiles):
         return handle, open_flags & ~fp.FOPEN_NOFLUSH
 
 
+def flush_answered(self: fuse_session.Session, request: fp.Request) -> bytes:
+    return b""
+
+
 def main(argv: list[str]) -> int:
     mountpoint, variant = argv
     if variant not in VARIANTS:
@@ -40,7 +44,7 @@ def main(argv: list[str]) -> int:
     files = PerReaderFiles(ContentServer()) if variant == "shipped" else WithoutNoflush(ContentServer())
     if variant == "flush-answered":
         # Only in this benchmark process: the dispatch table gains a FLUSH handler.
-        fuse_session._HANDLERS[fp.FLUSH] = lambda session, request: b""
+        fuse_session._HANDLERS[fp.FLUSH] = flush_answered
     prepare_mountpoint(mountpoint)
     session = fuse_session.Session(fuse_session.mount(mountpoint, "cgroupfs", "cgroupfs"), files,
                                    f"bench-{variant}", wanted_flags=fp.ASYNC_READ)
