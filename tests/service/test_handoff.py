@@ -87,9 +87,9 @@ class Readers:
                 process.communicate()
 
 
-def assert_never_failed(results: list[dict]) -> None:
+def assert_never_failed(results: list[dict], log: str = "") -> None:
     for result in results:
-        assert result["failed"] == 0, result
+        assert result["failed"] == 0, (result, log)
         assert result["ok"] > 0, result
         assert result["totals"] == [96 * 1024], result  # the container's own, before and after
 
@@ -179,7 +179,7 @@ def test_sigkill_with_the_fd_store_is_taken_over(fuse_host, limited_cgroup, tmp_
         for daemon in (*successors, first):
             daemon.cleanup()
     print(f"\nreaders across 2 SIGKILLs: {results}")
-    assert_never_failed(results)
+    assert_never_failed(results, "\n".join(daemon.log() for daemon in (first, *successors)))
 
 
 def drop_resend_from_the_stored_state(state_fd: int) -> None:
