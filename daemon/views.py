@@ -226,7 +226,8 @@ class Views:
             raise FuseError(errno.ENOSYS)
         return 0, fp.FOPEN_KEEP_CACHE
 
-    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool) -> bytes:
+    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
+             caller: Caller) -> bytes:
         view, static = self._view(node)
         path = _TREE.path(static)
         if path not in FILES:

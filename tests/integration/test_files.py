@@ -252,3 +252,14 @@ def test_concurrent_sendfile_readers_in_two_cgroups_never_mix(mnt, make_cgroup):
         out, _ = process.communicate(timeout=120)
         totals = {int(line.split()[1]) for line in out.decode().splitlines()}
         assert totals == ({15360} if cgroup is small else {65536}), totals
+
+
+def test_a_kept_open_file_read_again_at_offset_0_is_fresh(mnt, make_cgroup):
+    """procps keeps /proc/meminfo open and rewinds it: each pass must be rendered anew."""
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(64 * MIB)
+    reader = os.path.join(os.path.dirname(__file__), "rewinding_reader.py")
+    result = cgroup.run([sys.executable, reader, f"{mnt}/proc/meminfo", str(scaled(20))], timeout=scaled(60))
+    assert result.returncode == 0, result.stderr.decode()
+    before, after, _passes = map(int, result.stdout.split())
+    assert before - after >= 12 * 1024, (before, after)  # 16 MiB touched on the same descriptor
