@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cgroupfs.files import cpu_online, cpuinfo, diskstats, loadavg, meminfo, stat, swaps, uptime
+from cgroupfs.files.capacity import cpu_capacity
 from cgroupfs.sources import ReaderSources
 
 
@@ -59,7 +60,7 @@ def _uptime(s: ReaderSources) -> bytes:
         return s.host.raw("uptime")
     seconds = uptime.container_uptime(s.now_boottime(), start, s.options.ticks_per_second)
     cpu = s.cpu()
-    return uptime.render(seconds, len(s.visible_cpus()), cpu.usage_usec if cpu else 0)
+    return uptime.render(seconds, cpu_capacity(cpu, len(s.visible_cpus())), cpu.usage_usec if cpu else 0)
 
 
 def _loadavg(s: ReaderSources) -> bytes:

@@ -57,7 +57,7 @@ class MemoryStats:
 class CpuStats:
     """CPU time and bandwidth of a cgroup (cpu, cpuacct controllers / cpu.stat)."""
 
-    user_usec: int
+    user_usec: int    # includes nice_usec (the kernel's utime)
     system_usec: int
     # Per host cpu (index = host cpu number) (user_usec, system_usec), when the kernel
     # splits it (v1 cpuacct.usage_all).  None on v2, which has no per-cpu split.
@@ -68,6 +68,7 @@ class CpuStats:
     nr_periods: int = 0
     nr_throttled: int = 0
     throttled_usec: int = 0
+    nice_usec: int = 0  # v2 cpu.stat nice_usec, where the kernel has it; v1 has no nice split
 
     @property
     def usage_usec(self) -> int:

@@ -263,3 +263,25 @@ def test_a_kept_open_file_read_again_at_offset_0_is_fresh(mnt, make_cgroup):
     assert result.returncode == 0, result.stderr.decode()
     before, after, _passes = map(int, result.stdout.split())
     assert before - after >= 12 * 1024, (before, after)  # 16 MiB touched on the same descriptor
+
+
+def busy_and_total_ticks(stat_text: str) -> tuple[int, int]:
+    fields = [int(value) for value in stat_text.splitlines()[0].split()[1:]]
+    return sum(fields[:3]), sum(fields[:8])  # user + nice + system; everything
+
+
+def test_a_busy_loop_at_half_a_cpu_quota_reads_fully_busy(mnt, make_cgroup):
+    """idle is measured against the quota: flat out at 0.5 cpu is ~100% busy, not ~50%."""
+    cgroup = make_cgroup()
+    cgroup.set_cpu_quota(50_000, 100_000)
+    spinner = cgroup.popen(["sh", "-c", "while :; do :; done"])
+    try:
+        time.sleep(0.5)  # throttling under way
+        before = busy_and_total_ticks(read_in(cgroup, f"{mnt}/proc/stat"))
+        time.sleep(3)
+        after = busy_and_total_ticks(read_in(cgroup, f"{mnt}/proc/stat"))
+    finally:
+        spinner.kill()
+        spinner.wait()
+    busy, total = after[0] - before[0], after[1] - before[1]
+    assert total > 0 and busy / total >= 0.9, (before, after)

@@ -93,16 +93,43 @@ def test_cpuset_with_gaps_renumbered_and_capped_by_quota():
     assert read(V2, V2_NOSWAP_PID, "sys/devices/system/cpu/online") == "0\n"
 
 
-@pytest.mark.parametrize("tree,pid", [(HYBRID, HYBRID_CHILD_PID), (V2, V2_15M_PID), (V2, V2_POD_PID)])
-def test_stat_lines_add_up_and_match_cpuinfo(tree, pid):
+# (tree, pid, cpus' worth of quota: None without one; the fixtures' cpu.max / cfs files)
+@pytest.mark.parametrize("tree,pid,quota_cpus", [(HYBRID, HYBRID_CHILD_PID, 0.5), (V2, V2_15M_PID, 1.5),
+                                                 (V2, V2_POD_PID, None)])
+def test_stat_lines_add_up_to_the_quotas_share_and_match_cpuinfo(tree, pid, quota_cpus):
+    """Without a quota each line adds up to its host cpu's elapsed ticks; with quota q
+    over k visible cpus, the lines add up to q/k of them (idle scaled to the quota)."""
     srv = server(tree)
     rendered = parse_stat(srv.content("proc/stat", pid).decode())
     host = parse_stat(host_file(tree, "stat"))
     visible = srv._sources(pid, srv.resolve(pid, 0)).visible_cpus()
     assert len(rendered.per_cpu) == len(processors(srv.content("proc/cpuinfo", pid).decode()))
-    for number, host_cpu in enumerate(visible):
-        assert rendered.per_cpu[number].total == host.per_cpu[host_cpu].total
+    elapsed = sum(host.per_cpu[host_cpu].total for host_cpu in visible)
+    if quota_cpus is None:
+        for number, host_cpu in enumerate(visible):
+            assert rendered.per_cpu[number].total == host.per_cpu[host_cpu].total
+    else:
+        assert abs(rendered.total.total - elapsed * quota_cpus / len(visible)) <= 1
     assert rendered.total.total == sum(c.total for c in rendered.per_cpu.values())
+
+
+def test_a_container_flat_out_at_its_quota_reads_fully_busy():
+    """Half a cpu used for a whole second of a host cpu's time: 100% busy, not 50%."""
+    cpu = CpuStats(user_usec=0, system_usec=0, per_cpu_usec=None, quota_usec=50_000, period_usec=100_000)
+    used = CpuStats(user_usec=500_000, system_usec=0, per_cpu_usec=None, quota_usec=50_000, period_usec=100_000)
+    before = parse_stat(stat.render(parse_stat("cpu  0 0 0 1000\ncpu0 0 0 0 1000\n"), cpu, (0,), 0, 0).decode())
+    after = parse_stat(stat.render(parse_stat("cpu  0 0 0 1100\ncpu0 0 0 0 1100\n"), used, (0,), 0, 0).decode())
+    busy = after.total.values[0] - before.total.values[0]
+    idle = after.total.values[3] - before.total.values[3]
+    assert (busy, idle) == (50, 0)
+    assert uptime.render(10.0, 0.5, 5_000_000) == b"10.00 0.00\n"  # idle follows the quota too
+
+
+def test_v2_nice_is_its_own_column_and_comes_out_of_user():
+    host = parse_stat("cpu  0 0 0 1000\ncpu0 0 0 0 1000\n")
+    cpu = CpuStats(user_usec=3_000_000, system_usec=1_000_000, per_cpu_usec=None, quota_usec=None,
+                   period_usec=100_000, nice_usec=2_000_000)
+    assert parse_stat(stat.render(host, cpu, (0,), 0, 0).decode()).per_cpu[0].values[:4] == (100, 200, 100, 600)
 
 
 def test_stat_v1_uses_per_cpu_usage_and_v2_spreads_evenly():
