@@ -40,7 +40,8 @@ class MemoryStats:
     slab_reclaimable_bytes: int = 0
     slab_unreclaimable_bytes: int = 0
     # Kernel memory split out only by v2's memory.stat (0 on v1, whose memory.stat
-    # has no such keys; that memory is still inside usage_bytes).
+    # has no such keys; that memory is still inside usage_bytes).  v1 has only the
+    # total, memory.kmem.usage_in_bytes: the readers put it in slab_unreclaimable.
     kernel_stack_bytes: int = 0
     pagetables_bytes: int = 0
     sec_pagetables_bytes: int = 0
@@ -49,6 +50,8 @@ class MemoryStats:
     zswapped_bytes: int = 0
     shmem_thp_bytes: int = 0
     file_thp_bytes: int = 0
+    # Swapped-out pages still in memory: v2 memory.stat swapcached, v1 total_swapcached.
+    swap_cached_bytes: int = 0
     # memory.events oom_kill (v2) / memory.oom_control oom_kill (v1); None if absent.
     oom_kill_count: int | None = None
 

@@ -51,6 +51,7 @@ _MEMORY_STAT_FIELDS = {
     "zswapped": "zswapped_bytes",
     "shmem_thp": "shmem_thp_bytes",
     "file_thp": "file_thp_bytes",
+    "swapcached": "swap_cached_bytes",
 }
 
 

@@ -4,8 +4,9 @@ import re
 
 import pytest
 
-from cgroupfs.cgroups.model import CpuStats
-from cgroupfs.files import cpu_online, loadavg, stat, swaps, uptime
+from cgroupfs.cgroups.model import CpuStats, MemoryStats
+from cgroupfs.files import cpu_online, loadavg, meminfo, stat, swaps, uptime
+from cgroupfs.host.meminfo import parse_meminfo
 from cgroupfs.host.stat import parse_stat
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs.table import FILES
@@ -57,12 +58,26 @@ def test_meminfo_v2_fields_from_memory_stat():
     assert values["MemAvailable"] == 10240 + 512 + 1536 + 256  # free + active/inactive file + slab_reclaimable
     assert (values["Cached"], values["Shmem"], values["Dirty"], values["Writeback"]) == (3072, 1024, 128, 64)
     assert (values["SwapTotal"], values["SwapFree"]) == (32768, 28672)
-    assert values["CommitLimit"] == meminfo_kb(host_file(V2, "meminfo"))["CommitLimit"]  # host line
+    host = meminfo_kb(host_file(V2, "meminfo"))
+    # the kernel's (RAM - hugetlb) x overcommit_ratio + swap, over the container's memory and swap
+    ram_part = (host["CommitLimit"] - host["SwapTotal"]) * 15360 // host["MemTotal"]
+    assert abs(values["CommitLimit"] - (ram_part + 32768)) <= 1
+    assert values["Committed_AS"] == (1024 + 1024 + 4096)  # anon + shmem + swap used, not the host's
 
 
-def test_meminfo_unlimited_shows_host_total():
+def test_meminfo_unlimited_shows_host_total_and_never_more_free_than_the_host():
     values = meminfo_kb(read(V2, V2_UNLIMITED_PID, "proc/meminfo"))
-    assert values["MemTotal"] == meminfo_kb(host_file(V2, "meminfo"))["MemTotal"]
+    host = meminfo_kb(host_file(V2, "meminfo"))
+    assert values["MemTotal"] == host["MemTotal"]
+    # host total - usage would be more than the host has free
+    assert values["MemFree"] == host["MemFree"]
+    assert values["MemAvailable"] == host["MemAvailable"]
+
+
+def test_meminfo_swap_cached():
+    memory = MemoryStats(limit_bytes=64 << 20, usage_bytes=8 << 20, swap_limit_bytes=None, swap_usage_bytes=0,
+                         swap_cached_bytes=3 << 20)
+    assert meminfo_kb(meminfo.render(parse_meminfo(host_file(V2, "meminfo")), memory).decode())["SwapCached"] == 3072
 
 
 def test_host_reader_and_vanished_cgroup_get_the_host_file():
