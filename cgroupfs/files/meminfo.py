@@ -22,8 +22,9 @@ KIB = 1024
 def container_values_kb(host: HostMeminfo, memory: MemoryStats) -> dict[str, int]:
     """The meminfo keys this cgroup determines, in kB."""
     host_total_bytes = host.kb("MemTotal") * KIB
-    limited = memory.limit_bytes is not None and memory.limit_bytes < host_total_bytes
-    total = min(memory.limit_bytes, host_total_bytes) if limited else host_total_bytes
+    limit_bytes = memory.limit_bytes
+    limited = limit_bytes is not None and limit_bytes < host_total_bytes
+    total = limit_bytes if limit_bytes is not None and limited else host_total_bytes
     free = max(0, total - memory.usage_bytes)
     available = min(
         total,
@@ -33,7 +34,7 @@ def container_values_kb(host: HostMeminfo, memory: MemoryStats) -> dict[str, int
         # Host total - usage ignores everyone else on the machine.
         free = min(free, host.kb("MemFree") * KIB)
         available = min(available, host.kb("MemAvailable", host.kb("MemFree")) * KIB)
-    values = {
+    values: dict[str, int] = {
         "MemTotal": total,
         "MemFree": free,
         "MemAvailable": available,
