@@ -36,6 +36,8 @@ LoadLookup = Callable[[str], "tuple[int, int, int] | None"]
 @dataclass(frozen=True)
 class Options:
     cap_cpus_by_quota: bool = True
+    # proc/uptime: the host's uptime instead of the container's age (`--uptime host`).
+    host_uptime: bool = False
     ticks_per_second: int = os.sysconf("SC_CLK_TCK")
     proc_root: str = "/proc"
 

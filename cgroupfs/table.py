@@ -55,10 +55,13 @@ def _uptime(s: ReaderSources) -> bytes:
     # A reader in the host's pid namespace has the host's init: the host's uptime.
     if s.in_host_pid_namespace():
         return s.host.raw("uptime")
-    start = s.container_init_start_ticks()
-    if start is None:
-        return s.host.raw("uptime")
-    seconds = uptime.container_uptime(s.now_boottime(), start, s.options.ticks_per_second)
+    if s.options.host_uptime:
+        seconds = s.now_boottime()  # what the kernel's /proc/uptime counts (CLOCK_BOOTTIME)
+    else:
+        start = s.container_init_start_ticks()
+        if start is None:
+            return s.host.raw("uptime")
+        seconds = uptime.container_uptime(s.now_boottime(), start, s.options.ticks_per_second)
     cpu = s.cpu()
     return uptime.render(seconds, cpu_capacity(cpu, len(s.visible_cpus())), cpu.usage_usec if cpu else 0)
 
