@@ -20,6 +20,7 @@ from cgroupfs.errors import ParseError, ProcessGone
 from cgroupfs.files.visible_cpus import visible_cpus
 from cgroupfs.host import HostReader
 from cgroupfs.procs import find_namespace_init, pid_namespace, read_nspid, read_task_stat, read_thread_stat
+from cgroupfs.rising import RisingCounters
 
 _UNSET = object()
 
@@ -98,6 +99,7 @@ class ReaderSources:
         options: Options,
         load_lookup: LoadLookup | None = None,
         host_pid_namespace: str | None = None,
+        rising: RisingCounters | None = None,
     ):
         self.pid = pid
         self.paths = paths
@@ -107,6 +109,7 @@ class ReaderSources:
         self.options = options
         self.load_lookup = load_lookup
         self.host_pid_namespace = host_pid_namespace
+        self.rising = rising if rising is not None else RisingCounters()  # (empty is falsy)
         self._memo: dict[str, object] = {}
 
     def _once(self, name: str, compute: Callable[[], object]):
@@ -130,6 +133,10 @@ class ReaderSources:
     def visible_cpus(self) -> tuple[int, ...]:
         return self._once("visible", lambda: visible_cpus(
             self.host.online_cpus(), self.cpuset(), self.cpu(), self.options.cap_cpus_by_quota))
+
+    def never_below_last(self, name: str, value: int) -> int:
+        """`value`, or the highest served before under `name` for this cgroup (rising.py)."""
+        return self.rising.at_least_before((name, self.paths.key()), value)
 
     def task_key(self) -> str | None:
         return self.cgroups.task_key(self.paths)

@@ -42,8 +42,10 @@ def _stat(s: ReaderSources) -> bytes:
     if cpu is None:
         return s.host.raw("stat")
     tasks = s.task_counts()
-    return stat.render(s.host.stat(), cpu, s.visible_cpus(), tasks.running, tasks.blocked,
-                       s.options.ticks_per_second)
+    host, visible, ticks_per_second = s.host.stat(), s.visible_cpus(), s.options.ticks_per_second
+    idle = stat.quota_idle_ticks(host, cpu, visible, ticks_per_second)
+    floor = 0 if idle is None else s.never_below_last("stat-idle", idle)
+    return stat.render(host, cpu, visible, tasks.running, tasks.blocked, ticks_per_second, idle_floor_ticks=floor)
 
 
 def _diskstats(s: ReaderSources) -> bytes:

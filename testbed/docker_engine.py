@@ -56,11 +56,13 @@ def shared_libraries(binary: str) -> list[str]:
     return paths
 
 
-def busybox_rootfs_tar(busybox: str = BUSYBOX, binaries: tuple[str, ...] = ()) -> bytes:
+def busybox_rootfs_tar(busybox: str = BUSYBOX, host_files: tuple[str, ...] = ()) -> bytes:
     """A root filesystem holding busybox and one symlink per applet, as a tar stream;
-    plus `binaries` (host paths, kept) and the libraries ldd lists for them."""
+    plus `host_files` (at their host paths) and, for the executables among them, the
+    libraries ldd lists."""
     applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    files = sorted({path for binary in binaries for path in (binary, *shared_libraries(binary))})
+    files = sorted({path for host_file in host_files
+                    for path in (host_file, *(shared_libraries(host_file) if os.access(host_file, os.X_OK) else ()))})
     directories = {"bin", "dev", "etc", "proc", "sys", "tmp"}
     for path in files:
         parent = os.path.dirname(path).strip("/")
@@ -192,12 +194,12 @@ class DockerEngine:
             raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def build_image(self, name: str = IMAGE, binaries: tuple[str, ...] = ()) -> str:
-        """busybox, plus host `binaries` (e.g. procps's /usr/bin/top) with their libraries."""
+    def build_image(self, name: str = IMAGE, host_files: tuple[str, ...] = ()) -> str:
+        """busybox, plus `host_files` (e.g. procps's /usr/bin/top) and their libraries."""
         if not is_static_elf(BUSYBOX):
             raise EngineUnavailable(f"{BUSYBOX} is not a static binary (Debian package busybox-static)")
         self.cli("import", "--change", "ENV PATH=/usr/bin:/bin", "-", name,
-                 input=busybox_rootfs_tar(binaries=binaries))
+                 input=busybox_rootfs_tar(host_files=host_files))
         return name
 
     def inspect(self, container: str) -> dict:

@@ -52,18 +52,17 @@ def _line(name: str, values: list[int]) -> str:
     return name + " " + " ".join(str(v) for v in values)
 
 
-def render(
-    host: HostStat,
-    cpu: CpuStats,
-    visible: tuple[int, ...],
-    procs_running: int,
-    procs_blocked: int,
-    ticks_per_second: int = 100,
-) -> bytes:
+def quota_idle_ticks(host: HostStat, cpu: CpuStats, visible: tuple[int, ...], ticks_per_second: int = 100
+                     ) -> int | None:
+    """idle of all the lines when measured against the quota (None: not measured so)."""
+    return _quota_idle(_rows(host, cpu, visible, ticks_per_second), cpu)
+
+
+def _rows(host: HostStat, cpu: CpuStats, visible: tuple[int, ...], ticks_per_second: int) -> list[list[int]]:
+    """One row of cpu columns per visible cpu, idle = the host cpu's elapsed - busy."""
     columns = len(host.total.values) or len(CPU_COLUMNS)
     busy = per_cpu_busy_ticks(cpu, visible, ticks_per_second)
     rows = []
-    elapsed_total = 0
     for host_cpu, (user, nice, system) in zip(visible, busy):
         host_ticks = host.per_cpu.get(host_cpu)
         elapsed = host_ticks.total if host_ticks else user + nice + system
@@ -71,14 +70,38 @@ def render(
         user = min(user, elapsed)
         nice = min(nice, elapsed - user)
         system = min(system, elapsed - user - nice)
-        elapsed_total += elapsed
         values = [0] * columns
         values[0], values[1], values[2], values[3] = user, nice, system, elapsed - user - nice - system
         rows.append(values)
-    capacity = cpu_capacity(cpu, len(visible))
-    if rows and capacity < len(rows):
-        busy_total = sum(values[0] + values[1] + values[2] for values in rows)
-        idle_total = max(0, int(elapsed_total * capacity / len(rows)) - busy_total)
+    return rows
+
+
+def _quota_idle(rows: list[list[int]], cpu: CpuStats) -> int | None:
+    """idle of all the lines against the quota; None without a quota below the rows' count."""
+    capacity = cpu_capacity(cpu, len(rows))
+    if not rows or capacity >= len(rows):
+        return None
+    elapsed_total = sum(values[0] + values[1] + values[2] + values[3] for values in rows)
+    busy_total = sum(values[0] + values[1] + values[2] for values in rows)
+    return max(0, int(elapsed_total * capacity / len(rows)) - busy_total)
+
+
+def render(
+    host: HostStat,
+    cpu: CpuStats,
+    visible: tuple[int, ...],
+    procs_running: int,
+    procs_blocked: int,
+    ticks_per_second: int = 100,
+    idle_floor_ticks: int = 0,
+) -> bytes:
+    """`idle_floor_ticks`: the quota-measured idle served last for this cgroup; never
+    served lower (cgroupfs/rising.py says why)."""
+    rows = _rows(host, cpu, visible, ticks_per_second)
+    columns = len(host.total.values) or len(CPU_COLUMNS)
+    idle_total = _quota_idle(rows, cpu)
+    if idle_total is not None:
+        idle_total = max(idle_total, idle_floor_ticks)
         for number, values in enumerate(rows):
             values[3] = idle_total // len(rows) + (number < idle_total % len(rows))
     total = [sum(column) for column in zip(*rows)] if rows else [0] * columns

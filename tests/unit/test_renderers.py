@@ -9,6 +9,7 @@ from cgroupfs.files import cpu_online, loadavg, meminfo, stat, swaps, uptime
 from cgroupfs.host.meminfo import parse_meminfo
 from cgroupfs.host.stat import parse_stat
 from cgroupfs.layout import CONTAINER_TARGETS
+from cgroupfs.rising import RisingCounters
 from cgroupfs.table import FILES
 from tests.unit.fixture_trees import (
     HYBRID,
@@ -138,6 +139,24 @@ def test_a_container_flat_out_at_its_quota_reads_fully_busy():
     idle = after.total.values[3] - before.total.values[3]
     assert (busy, idle) == (50, 0)
     assert uptime.render(10.0, 0.5, 5_000_000) == b"10.00 0.00\n"  # idle follows the quota too
+
+
+def test_quota_measured_idle_never_goes_back():
+    """53 ticks run against 52 of capacity over 1.04 s (periods not lined up with the
+    reads): computed idle steps back a tick; what is served does not (top printed
+    `100.0 id` for a busy container when it did)."""
+    def half_cpu(used_s: float) -> CpuStats:
+        return CpuStats(user_usec=int(used_s * 1e6), system_usec=0, per_cpu_usec=None, quota_usec=50_000,
+                        period_usec=100_000)
+    first = (parse_stat("cpu  0 0 0 1000\ncpu0 0 0 0 1000\n"), half_cpu(4.0))
+    second = (parse_stat("cpu  0 0 0 1104\ncpu0 0 0 0 1104\n"), half_cpu(4.53))
+    assert [stat.quota_idle_ticks(host, cpu, (0,)) for host, cpu in (first, second)] == [100, 99]
+    counters = RisingCounters()
+    served = []
+    for host, cpu in (first, second):
+        floor = counters.at_least_before("cgroup", stat.quota_idle_ticks(host, cpu, (0,)))
+        served.append(parse_stat(stat.render(host, cpu, (0,), 0, 0, idle_floor_ticks=floor).decode()).total.values[3])
+    assert served == [100, 100]
 
 
 def test_v2_nice_is_its_own_column_and_comes_out_of_user():
