@@ -79,15 +79,18 @@ def top_frames(output: str) -> list[tuple[float, float]]:
 
 def test_vmstat_and_top_move_with_a_container_at_its_quota(engine, cgroupfs_daemon, procps_image):
     out = engine.cli(*RUN, *flags(engine, cgroupfs_daemon), procps_image, "sh", "-c", WATCH, timeout=120).stdout
+    # The samples after the first (since boot for vmstat, top's start-up frame): the
+    # spinner at its 0.5 cpu quota is the container flat out, ~100% busy.  Before:
+    # `100 id` on every line, and never more than 50% busy (half of its one cpu).  On
+    # a shared host the spinner does not get its whole quota in every second (a
+    # sample read 52 id at a load of 8 on 2 cpus, honestly: it ran half its quota),
+    # so the best sample of each tool is asserted.
     rows = vmstat_rows(out)
     assert len(rows) == 3, out
-    # Each 1 s sample after the first (since boot): the spinner at its 0.5 cpu quota
-    # is the container flat out.  Before: `100 id` on every line.
-    assert all(row["id"] <= 20 for row in rows[1:]), out
+    assert min(row["id"] for row in rows[1:]) <= 20, out
     frames = top_frames(out)
     assert len(frames) == 4, out
-    # Frames after the first (top's own start-up sample): ~100% busy, not 100% idle.
-    assert all(idle <= 20.0 for idle, _ in frames[1:]), out
+    assert min(idle for idle, _ in frames[1:]) <= 10.0, out
     # The same descriptor, rewound: the 24 MiB written meanwhile show.
     assert frames[0][1] - frames[-1][1] >= 16, out
 
