@@ -166,12 +166,21 @@ class ReaderSources:
         return TaskCounts(round(running * scale), round(blocked * scale), len(tids), self._newest_pid())
 
     def _newest_pid(self) -> int:
+        """The highest process id of the cgroup as the reader's pid namespace numbers it
+        (NSpid's entry at the reader's depth: a process in a pid namespace nested in
+        the container has a deeper one of its own)."""
+        try:
+            depth = len(read_nspid(self.pid, self.options.proc_root)) - 1
+        except (ProcessGone, ParseError):
+            return 0
         pids = sorted(self.cgroups.process_ids(self.paths), reverse=True)
         for pid in pids[:8]:
             try:
-                return read_nspid(pid, self.options.proc_root)[-1]
+                nspids = read_nspid(pid, self.options.proc_root)
             except (ProcessGone, ParseError):
                 continue
+            if len(nspids) > depth:  # not in a namespace above the reader's
+                return nspids[depth]
         return 0
 
     def in_host_pid_namespace(self) -> bool:

@@ -93,7 +93,7 @@ FILES: dict[str, VirtualFile] = {
     for f in (
         VirtualFile("proc/cpuinfo", "cpuinfo", _cpuinfo, limits=_CPUS),
         VirtualFile("proc/diskstats", "diskstats", _diskstats),
-        VirtualFile("proc/loadavg", "loadavg", _loadavg),
+        VirtualFile("proc/loadavg", "loadavg", _loadavg, per_namespace=True),  # last_pid
         VirtualFile("proc/meminfo", "meminfo", _meminfo, limits=_MEMORY),
         VirtualFile("proc/stat", "stat", _stat, limits=_CPUS),
         VirtualFile("proc/swaps", "swaps", _swaps, limits=_MEMORY),

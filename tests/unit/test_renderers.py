@@ -1,6 +1,7 @@
 """Key numbers of every file, pinned independently of the golden files."""
 
 import re
+import shutil
 
 import pytest
 
@@ -182,6 +183,23 @@ def test_stat_procs_counted_from_the_containers_tasks():
 
 def test_loadavg_counts_and_newest_pid_in_the_readers_namespace():
     assert read(V2, V2_15M_PID, "proc/loadavg") == "0.00 0.00 0.00 1/3 7\n"
+
+
+def test_loadavg_last_pid_in_the_readers_own_namespace_when_namespaces_nest(tmp_path):
+    """A process in a pid namespace nested in the container (NSpid 104 9 1) is pid 9
+    to the container's readers and pid 1 to its own; each gets its own number."""
+    tree = shutil.copytree(V2, tmp_path / "tree", symlinks=True)
+    nested = tree / "proc/104"
+    nested.mkdir()
+    (nested / "cgroup").write_text((tree / "proc/101/cgroup").read_text())
+    (nested / "status").write_text("Name:\tsh\nNSpid:\t104\t9\t1\n")
+    (nested / "ns").mkdir()
+    (nested / "ns/pid").symlink_to("pid:[4026532210]")
+    procs = tree / "sys/fs/cgroup/system.slice/docker-15m.scope/cgroup.procs"
+    procs.write_text(procs.read_text() + "104\n")
+    srv = server(str(tree))
+    assert srv.content("proc/loadavg", V2_15M_PID).decode().split()[-1] == "9"
+    assert srv.content("proc/loadavg", 104).decode().split()[-1] == "1"
 
 
 def test_diskstats_names_devices_like_the_host_and_skips_unknown_ones():
