@@ -16,6 +16,7 @@ from cgroupfs.cgroups import CgroupPaths, CgroupReader, Hierarchy, discover, rea
 from cgroupfs.errors import CgroupGone, ParseError, ProcessGone
 from cgroupfs.host import HostReader
 from cgroupfs.procs import pid_namespace
+from cgroupfs.rising import RisingCounters
 from cgroupfs.sources import LoadLookup, NamespaceInits, Options, ReaderSources
 from cgroupfs.table import FILES, VirtualFile
 
@@ -99,6 +100,7 @@ class ContentServer:
         self.cgroups = CgroupReader(self.hierarchy)
         self.host = host or HostReader(self.options.proc_root)
         self.inits = NamespaceInits(self.options.proc_root)
+        self.rising = RisingCounters()
         self.load_lookup = load_lookup
         self.observer = observer or _NullObserver()
         # pid -> CgroupPaths.  A pid is reused only after the pid space wraps, which
@@ -205,7 +207,7 @@ class ContentServer:
     def _sources(self, pid: int, paths: CgroupPaths) -> ReaderSources:
         return ReaderSources(
             pid, paths, self.cgroups, self.host, self.inits, self.options,
-            load_lookup=self.load_lookup, host_pid_namespace=self.host_pid_namespace,
+            load_lookup=self.load_lookup, host_pid_namespace=self.host_pid_namespace, rising=self.rising,
         )
 
     def _fallback(self, path: str, reason: str, exc: Exception, warn: bool = False) -> None:

@@ -20,6 +20,7 @@ from cgroupfs.errors import ParseError, ProcessGone
 from cgroupfs.files.visible_cpus import visible_cpus
 from cgroupfs.host import HostReader
 from cgroupfs.procs import find_namespace_init, pid_namespace, read_nspid, read_task_stat, read_thread_stat
+from cgroupfs.rising import RisingCounters
 
 _UNSET = object()
 
@@ -36,6 +37,8 @@ LoadLookup = Callable[[str], "tuple[int, int, int] | None"]
 @dataclass(frozen=True)
 class Options:
     cap_cpus_by_quota: bool = True
+    # proc/uptime: the host's uptime instead of the container's age (`--uptime host`).
+    host_uptime: bool = False
     ticks_per_second: int = os.sysconf("SC_CLK_TCK")
     proc_root: str = "/proc"
 
@@ -96,6 +99,7 @@ class ReaderSources:
         options: Options,
         load_lookup: LoadLookup | None = None,
         host_pid_namespace: str | None = None,
+        rising: RisingCounters | None = None,
     ):
         self.pid = pid
         self.paths = paths
@@ -105,6 +109,7 @@ class ReaderSources:
         self.options = options
         self.load_lookup = load_lookup
         self.host_pid_namespace = host_pid_namespace
+        self.rising = rising if rising is not None else RisingCounters()  # (empty is falsy)
         self._memo: dict[str, object] = {}
 
     def _once(self, name: str, compute: Callable[[], object]):
@@ -128,6 +133,10 @@ class ReaderSources:
     def visible_cpus(self) -> tuple[int, ...]:
         return self._once("visible", lambda: visible_cpus(
             self.host.online_cpus(), self.cpuset(), self.cpu(), self.options.cap_cpus_by_quota))
+
+    def never_below_last(self, name: str, value: int) -> int:
+        """`value`, or the highest served before under `name` for this cgroup (rising.py)."""
+        return self.rising.at_least_before((name, self.paths.key()), value)
 
     def task_key(self) -> str | None:
         return self.cgroups.task_key(self.paths)
@@ -157,12 +166,21 @@ class ReaderSources:
         return TaskCounts(round(running * scale), round(blocked * scale), len(tids), self._newest_pid())
 
     def _newest_pid(self) -> int:
+        """The highest process id of the cgroup as the reader's pid namespace numbers it
+        (NSpid's entry at the reader's depth: a process in a pid namespace nested in
+        the container has a deeper one of its own)."""
+        try:
+            depth = len(read_nspid(self.pid, self.options.proc_root)) - 1
+        except (ProcessGone, ParseError):
+            return 0
         pids = sorted(self.cgroups.process_ids(self.paths), reverse=True)
         for pid in pids[:8]:
             try:
-                return read_nspid(pid, self.options.proc_root)[-1]
+                nspids = read_nspid(pid, self.options.proc_root)
             except (ProcessGone, ParseError):
                 continue
+            if len(nspids) > depth:  # not in a namespace above the reader's
+                return nspids[depth]
         return 0
 
     def in_host_pid_namespace(self) -> bool:

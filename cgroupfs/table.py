@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cgroupfs.files import cpu_online, cpuinfo, diskstats, loadavg, meminfo, stat, swaps, uptime
+from cgroupfs.files.capacity import cpu_capacity
 from cgroupfs.sources import ReaderSources
 
 
@@ -41,8 +42,10 @@ def _stat(s: ReaderSources) -> bytes:
     if cpu is None:
         return s.host.raw("stat")
     tasks = s.task_counts()
-    return stat.render(s.host.stat(), cpu, s.visible_cpus(), tasks.running, tasks.blocked,
-                       s.options.ticks_per_second)
+    host, visible, ticks_per_second = s.host.stat(), s.visible_cpus(), s.options.ticks_per_second
+    idle = stat.quota_idle_ticks(host, cpu, visible, ticks_per_second)
+    floor = 0 if idle is None else s.never_below_last("stat-idle", idle)
+    return stat.render(host, cpu, visible, tasks.running, tasks.blocked, ticks_per_second, idle_floor_ticks=floor)
 
 
 def _diskstats(s: ReaderSources) -> bytes:
@@ -54,12 +57,15 @@ def _uptime(s: ReaderSources) -> bytes:
     # A reader in the host's pid namespace has the host's init: the host's uptime.
     if s.in_host_pid_namespace():
         return s.host.raw("uptime")
-    start = s.container_init_start_ticks()
-    if start is None:
-        return s.host.raw("uptime")
-    seconds = uptime.container_uptime(s.now_boottime(), start, s.options.ticks_per_second)
+    if s.options.host_uptime:
+        seconds = s.now_boottime()  # what the kernel's /proc/uptime counts (CLOCK_BOOTTIME)
+    else:
+        start = s.container_init_start_ticks()
+        if start is None:
+            return s.host.raw("uptime")
+        seconds = uptime.container_uptime(s.now_boottime(), start, s.options.ticks_per_second)
     cpu = s.cpu()
-    return uptime.render(seconds, len(s.visible_cpus()), cpu.usage_usec if cpu else 0)
+    return uptime.render(seconds, cpu_capacity(cpu, len(s.visible_cpus())), cpu.usage_usec if cpu else 0)
 
 
 def _loadavg(s: ReaderSources) -> bytes:
@@ -87,7 +93,7 @@ FILES: dict[str, VirtualFile] = {
     for f in (
         VirtualFile("proc/cpuinfo", "cpuinfo", _cpuinfo, limits=_CPUS),
         VirtualFile("proc/diskstats", "diskstats", _diskstats),
-        VirtualFile("proc/loadavg", "loadavg", _loadavg),
+        VirtualFile("proc/loadavg", "loadavg", _loadavg, per_namespace=True),  # last_pid
         VirtualFile("proc/meminfo", "meminfo", _meminfo, limits=_MEMORY),
         VirtualFile("proc/stat", "stat", _stat, limits=_CPUS),
         VirtualFile("proc/swaps", "swaps", _swaps, limits=_MEMORY),

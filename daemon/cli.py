@@ -22,6 +22,7 @@ from cgroupfs_daemon.options import (
     MOUNTPOINT,
     NO_CPU_QUOTA_CAP,
     OPTIONS,
+    UPTIME,
     add_options,
 )
 
@@ -55,7 +56,7 @@ def build_parser(configured: Mapping[str, object] | None = None) -> argparse.Arg
     target = show.add_mutually_exclusive_group()
     target.add_argument("--pid", type=int, default=None)
     target.add_argument("--container", default=None, help="Docker container name or id")
-    add_options(show, (DOCKER_HOST, NO_CPU_QUOTA_CAP), configured)
+    add_options(show, (DOCKER_HOST, NO_CPU_QUOTA_CAP, UPTIME), configured)
 
     flags = sub.add_parser("flags", help="print the `docker run` -v flags that bind the files")
     add_options(flags, (MOUNTPOINT,), configured)
@@ -114,6 +115,7 @@ def cmd_daemon(args) -> int:
         metrics_address=None if args.no_metrics else (args.metrics_address or DEFAULT_METRICS_ADDRESS),
         cache_ttl_s=max(0.0, args.cache_ttl_ms) / 1000.0,
         cap_cpus_by_quota=not args.no_cpu_quota_cap,
+        host_uptime=args.uptime == "host",
         views_mountpoint=None if args.no_views else (args.views_mountpoint or ""),
     )
     try:
@@ -143,7 +145,8 @@ def cmd_show(args) -> int:
         print(f"cgroupfs: no process {pid}", file=sys.stderr)
         return 1
     try:
-        server = ContentServer(options=Options(cap_cpus_by_quota=not args.no_cpu_quota_cap), cache_ttl_s=0)
+        options = Options(cap_cpus_by_quota=not args.no_cpu_quota_cap, host_uptime=args.uptime == "host")
+        server = ContentServer(options=options, cache_ttl_s=0)
         sys.stdout.buffer.write(server.content(args.file, pid))
     except (CgroupfsError, OSError) as exc:
         print(f"cgroupfs: {exc}", file=sys.stderr)

@@ -1,8 +1,11 @@
 """The per-reader files: a read-only tree whose text depends on who opens it.
 
-Content is rendered once, at open, for the opening process and kept with the file
-handle, so every read of that open (any offset, any size) sees the same text.
-Files are direct_io: their size is not known in advance.
+Content is rendered at open for the opening process and kept with the file handle;
+a read at offset 0 renders it again, for the reading process, and later offsets read
+that same text: the kernel's seq_file behaviour (and LXCFS's).  So a reader that
+keeps the file open and rewinds (procps top, vmstat, `free -s`: lseek + read, or
+pread at 0) sees fresh numbers on every pass, and a pass read in pieces is one
+text.  Files are direct_io: their size is not known in advance.
 
 The page cache must never serve these files: one inode is shared by every
 container, so a cached page would hand one container another's numbers.  direct_io
@@ -19,6 +22,7 @@ busybox `cat` and Python's shutil) and maps through it, bounded by st_size.  So:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -103,6 +107,13 @@ class StaticTree:
         return fp.Attributes(node, stat.S_IFDIR | 0o555, nlink=2 + subdirectories, mtime_ns=mtime_ns)
 
 
+@dataclasses.dataclass
+class _Handle:
+    path: str
+    data: bytes      # the text of the current pass
+    passes: int = 0  # reads at offset 0 so far
+
+
 class PerReaderFiles:
     """The Filesystem (daemon/fuse_session.py) of the per-reader mount."""
 
@@ -113,7 +124,7 @@ class PerReaderFiles:
         self.server = server
         self.observer = observer or _NullRequestObserver()
         self.tree = StaticTree()
-        self._handles: dict[int, bytes] = {}
+        self._handles: dict[int, _Handle] = {}
         self._generation = generation
         self._next_handle = (generation << HANDLE_GENERATION_SHIFT) + 1
         self._own_pid = os.getpid()
@@ -134,9 +145,9 @@ class PerReaderFiles:
         return fp.Attributes(node, stat.S_IFREG | 0o444, size=size, mtime_ns=self._mount_time_ns), 0.0
 
     def _size(self, path: str, fh: int | None, caller: int) -> int:
-        data = self._handles.get(fh) if fh is not None else None
-        if data is not None:
-            return len(data)  # fstat() of an open file: that open's content
+        handle = self._handles.get(fh) if fh is not None else None
+        if handle is not None:
+            return len(handle.data)  # fstat() of an open file: that open's current text
         if is_own_thread(caller, self._own_pid):
             return FILE_SIZE_BOUND
         try:
@@ -169,42 +180,48 @@ class PerReaderFiles:
                 error = errno.EDEADLK
             if error is not None:
                 raise FuseError(error)
-            try:
-                data = self.server.content(path, caller.pid)
-            except Exception:
-                log.exception("rendering %s for pid %d failed", path, caller.pid)
-                error = errno.EIO
-                raise FuseError(error) from None
+            data = self._render(path, caller.pid)
             handle = self._next_handle
             self._next_handle += 1
-            self._handles[handle] = data
+            self._handles[handle] = _Handle(path, data)
             return handle, fp.FOPEN_DIRECT_IO | fp.FOPEN_NOFLUSH
+        except FuseError as failed:
+            error = failed.errno
+            raise
         finally:
             self.observer.request(path, time.perf_counter() - started, error)
 
+    def _render(self, path: str, pid: int) -> bytes:
+        try:
+            return self.server.content(path, pid)
+        except Exception:
+            log.exception("rendering %s for pid %d failed", path, pid)
+            raise FuseError(errno.EIO) from None
+
     def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
-             caller: Caller | None = None) -> bytes:
+             caller: Caller) -> bytes:
         if from_page_cache:
             # A page-cache fill (splice/sendfile, mmap): refuse, see the module docstring.
             raise FuseError(errno.EIO)
-        data = self._handles.get(fh)
-        if data is None:
-            data = self._adopt(node, fh, caller)
-        return data[offset:offset + size]
+        handle = self._handles.get(fh)
+        if handle is None:
+            handle = self._adopt(node, fh, caller)
+        if offset == 0 and handle.passes:
+            # A new pass (rewind, pread at 0): fresh text, as seq_file gives.  The first
+            # pass reads the text rendered at open.
+            handle.data = self._render(handle.path, caller.pid)
+        if offset == 0:
+            handle.passes += 1
+        return handle.data[offset:offset + size]
 
-    def _adopt(self, node: int, fh: int, caller: Caller | None) -> bytes:
+    def _adopt(self, node: int, fh: int, caller: Caller) -> _Handle:
         """A READ on a file a predecessor opened (the connection was taken over, its
         handle table was not): the reader gets its content as if it opened it now."""
         path = self.tree.path(node)
-        if fh >> HANDLE_GENERATION_SHIFT == self._generation or caller is None or path not in FILES:
+        if fh >> HANDLE_GENERATION_SHIFT == self._generation or path not in FILES:
             raise FuseError(errno.EBADF)
-        try:
-            data = self.server.content(path, caller.pid)
-        except Exception:
-            log.exception("rendering %s for pid %d (a file opened before the handover) failed", path, caller.pid)
-            raise FuseError(errno.EIO) from None
-        self._handles[fh] = data
-        return data
+        handle = self._handles[fh] = _Handle(path, self._render(path, caller.pid))
+        return handle
 
     def release(self, node: int, fh: int) -> None:
         self._handles.pop(fh, None)

@@ -63,7 +63,7 @@ class Filesystem(Protocol):
     def getattr(self, node: int, fh: int | None, caller: Caller) -> tuple[fp.Attributes, float]: ...
     def open(self, node: int, flags: int, caller: Caller) -> tuple[int, int]: ...  # (fh, FOPEN_* flags)
     def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
-             caller: Caller | None = None) -> bytes: ...
+             caller: Caller) -> bytes: ...
     def release(self, node: int, fh: int) -> None: ...
     def readdir(self, node: int) -> list[tuple[str, int, int]]: ...  # (name, node, DT_*)
     def is_directory(self, node: int) -> bool: ...
@@ -248,7 +248,8 @@ class Session:
         # Reads through the page cache (readahead, splice, mmap) carry no lock owner;
         # read(2) on a direct_io file always does.
         return self.filesystem.read(request.node, fh, offset, size,
-                                    from_page_cache=not read_flags & fp.READ_LOCKOWNER, caller=self._caller(request))
+                                    from_page_cache=not read_flags & fp.READ_LOCKOWNER,
+                                    caller=self._caller(request))
 
     def _release(self, request: fp.Request) -> bytes:
         fh = fp.RELEASE_IN.unpack_from(request.body)[0]

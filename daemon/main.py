@@ -76,6 +76,7 @@ class DaemonConfig:
     metrics_address: str | None = None   # None: --no-metrics
     cache_ttl_s: float = 0.1
     cap_cpus_by_quota: bool = True
+    host_uptime: bool = False
     # The views mount (daemon/views.py); None: no views, the watcher injects the
     # per-reader files.  Default: the mount point's sibling "<mountpoint>-views".
     views_mountpoint: str | None = ""
@@ -119,7 +120,7 @@ class Daemon:
         try:
             self.server = ContentServer(
                 host=host,
-                options=Options(cap_cpus_by_quota=config.cap_cpus_by_quota),
+                options=Options(cap_cpus_by_quota=config.cap_cpus_by_quota, host_uptime=config.host_uptime),
                 cache_ttl_s=config.cache_ttl_s,
                 observer=self.stats,
             )

@@ -19,6 +19,7 @@ PREFIX = "CGROUPFS_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9477"
+UPTIME_SOURCES = ("container", "host")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ CACHE_TTL_MS = Option(
 NO_CPU_QUOTA_CAP = Option(
     "--no-cpu-quota-cap", "Show the whole cpuset even when the CPU quota allows fewer CPUs.", default=False,
     switch=True)
+UPTIME = Option(
+    "--uptime", "What proc/uptime counts from: container (its age, what uptime-reporting agents expect) or "
+    "host (the host's uptime, which ps and top need for process ages and %CPU).",
+    default="container", metavar="FROM", type=str.lower, choices=UPTIME_SOURCES)
 VIEWS_MOUNTPOINT = Option(
     "--views-mountpoint", "Where the per-container views are mounted (served from the page cache); "
     "the Docker watcher puts these into containers.", metavar="DIR", exclusive="views",
@@ -85,7 +90,7 @@ NO_VIEWS = Option(
 
 # `cgroupfs daemon`'s options, in the order --help and the documentation list them.
 OPTIONS = (MOUNTPOINT, DOCKER_HOST, NO_DOCKER, METRICS_ADDRESS, NO_METRICS, LOG_LEVEL, CACHE_TTL_MS,
-           NO_CPU_QUOTA_CAP, VIEWS_MOUNTPOINT, NO_VIEWS)
+           NO_CPU_QUOTA_CAP, UPTIME, VIEWS_MOUNTPOINT, NO_VIEWS)
 
 
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],

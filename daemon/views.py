@@ -258,7 +258,7 @@ class Views:
         return 0, fp.FOPEN_KEEP_CACHE
 
     def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
-             caller: Caller | None = None) -> bytes:
+             caller: Caller) -> bytes:
         view, static = self._view(node)
         path = _TREE.path(static)
         if path not in FILES:

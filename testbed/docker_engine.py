@@ -45,15 +45,38 @@ def is_static_elf(path: str) -> bool:
     return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
 
 
-def busybox_rootfs_tar(busybox: str = BUSYBOX) -> bytes:
-    """A root filesystem holding busybox and one symlink per applet, as a tar stream."""
+def shared_libraries(binary: str) -> list[str]:
+    """The libraries `ldd` lists for `binary`, at the paths the loader looks them up."""
+    listing = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    paths = []
+    for line in listing.splitlines():
+        target = line.split("=>")[-1].split("(")[0].strip()
+        if target.startswith("/"):
+            paths.append(target)
+    return paths
+
+
+def busybox_rootfs_tar(busybox: str = BUSYBOX, host_files: tuple[str, ...] = ()) -> bytes:
+    """A root filesystem holding busybox and one symlink per applet, as a tar stream;
+    plus `host_files` (at their host paths) and, for the executables among them, the
+    libraries ldd lists."""
     applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    files = sorted({path for host_file in host_files
+                    for path in (host_file, *(shared_libraries(host_file) if os.access(host_file, os.X_OK) else ()))})
+    directories = {"bin", "dev", "etc", "proc", "sys", "tmp"}
+    for path in files:
+        parent = os.path.dirname(path).strip("/")
+        while parent:
+            directories.add(parent)
+            parent = os.path.dirname(parent)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("bin", "dev", "etc", "proc", "sys", "tmp"):
+        for directory in sorted(directories):
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
             tar.addfile(info)
+        for path in files:
+            tar.add(os.path.realpath(path), arcname=path.lstrip("/"))
         tar.add(busybox, arcname="bin/busybox")
         for applet in applets:
             if applet == "busybox":  # a self-link would replace the binary
@@ -171,10 +194,12 @@ class DockerEngine:
             raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
-    def build_image(self, name: str = IMAGE) -> str:
+    def build_image(self, name: str = IMAGE, host_files: tuple[str, ...] = ()) -> str:
+        """busybox, plus `host_files` (e.g. procps's /usr/bin/top) and their libraries."""
         if not is_static_elf(BUSYBOX):
             raise EngineUnavailable(f"{BUSYBOX} is not a static binary (Debian package busybox-static)")
-        self.cli("import", "--change", "ENV PATH=/bin", "-", name, input=busybox_rootfs_tar())
+        self.cli("import", "--change", "ENV PATH=/usr/bin:/bin", "-", name,
+                 input=busybox_rootfs_tar(host_files=host_files))
         return name
 
     def inspect(self, container: str) -> dict:

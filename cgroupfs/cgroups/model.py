@@ -40,7 +40,8 @@ class MemoryStats:
     slab_reclaimable_bytes: int = 0
     slab_unreclaimable_bytes: int = 0
     # Kernel memory split out only by v2's memory.stat (0 on v1, whose memory.stat
-    # has no such keys; that memory is still inside usage_bytes).
+    # has no such keys; that memory is still inside usage_bytes).  v1 has only the
+    # total, memory.kmem.usage_in_bytes: the readers put it in slab_unreclaimable.
     kernel_stack_bytes: int = 0
     pagetables_bytes: int = 0
     sec_pagetables_bytes: int = 0
@@ -49,6 +50,8 @@ class MemoryStats:
     zswapped_bytes: int = 0
     shmem_thp_bytes: int = 0
     file_thp_bytes: int = 0
+    # Swapped-out pages still in memory: v2 memory.stat swapcached, v1 total_swapcached.
+    swap_cached_bytes: int = 0
     # memory.events oom_kill (v2) / memory.oom_control oom_kill (v1); None if absent.
     oom_kill_count: int | None = None
 
@@ -57,7 +60,7 @@ class MemoryStats:
 class CpuStats:
     """CPU time and bandwidth of a cgroup (cpu, cpuacct controllers / cpu.stat)."""
 
-    user_usec: int
+    user_usec: int    # includes nice_usec (the kernel's utime)
     system_usec: int
     # Per host cpu (index = host cpu number) (user_usec, system_usec), when the kernel
     # splits it (v1 cpuacct.usage_all).  None on v2, which has no per-cpu split.
@@ -68,6 +71,7 @@ class CpuStats:
     nr_periods: int = 0
     nr_throttled: int = 0
     throttled_usec: int = 0
+    nice_usec: int = 0  # v2 cpu.stat nice_usec, where the kernel has it; v1 has no nice split
 
     @property
     def usage_usec(self) -> int:

@@ -36,6 +36,7 @@ _MEMORY_STAT_FIELDS = {
     "total_dirty": "dirty_bytes",
     "total_writeback": "writeback_bytes",
     "total_rss_huge": "anon_thp_bytes",
+    "total_swapcached": "swap_cached_bytes",
 }
 
 
@@ -44,7 +45,7 @@ _MEMORY_STAT_FIELDS = {
 # The files a runtime writes to set a container's limits, per controller: what a
 # rendered text's freshness is checked against (see CgroupReader.limits).
 LIMIT_FILES = {
-    "memory": ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"),
+    "memory": ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.swappiness"),
     "cpu": ("cpu.cfs_quota_us", "cpu.cfs_period_us"),
     "cpuset": ("cpuset.effective_cpus",),
 }
@@ -64,6 +65,11 @@ def read_memory(chain: list[str]) -> MemoryStats:
         if memsw_limit is not None:
             swap_limit = max(0, memsw_limit - limit) if limit is not None else memsw_limit
         swap_usage = max(0, parse_int(memsw_usage_text.strip(), "memsw usage") - usage)
+    swappiness_text = read_text(leaf, "memory.swappiness")
+    if swappiness_text is not None and parse_int(swappiness_text, "memory.swappiness") == 0:
+        # Docker's --memory-swappiness=0: reclaim never swaps this cgroup's memory, so
+        # it has no swap to show, whatever memsw allows (LXCFS shows none either).
+        swap_limit, swap_usage = 0, swap_usage or 0
 
     oom_kill = None
     oom_text = read_text(leaf, "memory.oom_control")
@@ -71,6 +77,11 @@ def read_memory(chain: list[str]) -> MemoryStats:
         oom_kill = parse_flat_keyed(oom_text, "memory.oom_control").get("oom_kill")
 
     fields = {name: stat.get(key, 0) for key, name in _MEMORY_STAT_FIELDS.items()}
+    # v1 counts kernel memory (slab, stacks, page tables, ...) only as one total, and
+    # cannot tell reclaimable slab apart: all of it is shown as unreclaimable slab.
+    kmem_text = read_text(leaf, "memory.kmem.usage_in_bytes")
+    if kmem_text is not None:
+        fields["slab_unreclaimable_bytes"] = parse_int(kmem_text, "memory.kmem.usage_in_bytes")
     return MemoryStats(
         limit_bytes=limit, usage_bytes=usage, swap_limit_bytes=swap_limit,
         swap_usage_bytes=swap_usage, oom_kill_count=oom_kill, **fields,

@@ -51,6 +51,7 @@ _MEMORY_STAT_FIELDS = {
     "zswapped": "zswapped_bytes",
     "shmem_thp": "shmem_thp_bytes",
     "file_thp": "file_thp_bytes",
+    "swapcached": "swap_cached_bytes",
 }
 
 
@@ -90,7 +91,7 @@ def read_cpu(chain: list[str]) -> CpuStats:
         user_usec=stat.get("user_usec", 0), system_usec=stat.get("system_usec", 0),
         per_cpu_usec=None, quota_usec=quota, period_usec=period,
         nr_periods=stat.get("nr_periods", 0), nr_throttled=stat.get("nr_throttled", 0),
-        throttled_usec=stat.get("throttled_usec", 0),
+        throttled_usec=stat.get("throttled_usec", 0), nice_usec=stat.get("nice_usec", 0),
     )
 
 

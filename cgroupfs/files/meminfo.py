@@ -2,10 +2,13 @@
 
 MemTotal = min(limit over the cgroup and its ancestors, host MemTotal);
 MemFree = MemTotal - usage; MemAvailable = MemFree + active_file + inactive_file
-+ slab_reclaimable (LXCFS's formula), at most MemTotal.  Cache and LRU lines come
-from memory.stat (kernel-memory lines too, on v2); swap from the swap limit and
-usage.  Lines with no cgroup counterpart (CommitLimit, Vmalloc*, HugePages_*,
-DirectMap*, ...) are the host's.
++ slab_reclaimable (LXCFS's formula), at most MemTotal; without a limit below the
+host's, both at most the host's own (a cgroup cannot have more free memory than
+the machine).  Cache and LRU lines come from memory.stat (kernel-memory lines too,
+on v2); swap from the swap limit and usage.  CommitLimit is the kernel's formula
+over the container's memory and swap; Committed_AS the memory the container has
+committed and uses (anon + shmem + swap), at most the host's.  Lines with no
+cgroup counterpart (Vmalloc*, HugePages_*, DirectMap*, ...) are the host's.
 """
 
 from __future__ import annotations
@@ -19,19 +22,25 @@ KIB = 1024
 def container_values_kb(host: HostMeminfo, memory: MemoryStats) -> dict[str, int]:
     """The meminfo keys this cgroup determines, in kB."""
     host_total_bytes = host.kb("MemTotal") * KIB
-    total = host_total_bytes if memory.limit_bytes is None else min(memory.limit_bytes, host_total_bytes)
+    limit_bytes = memory.limit_bytes
+    limited = limit_bytes is not None and limit_bytes < host_total_bytes
+    total = limit_bytes if limit_bytes is not None and limited else host_total_bytes
     free = max(0, total - memory.usage_bytes)
     available = min(
         total,
         free + memory.active_file_bytes + memory.inactive_file_bytes + memory.slab_reclaimable_bytes,
     )
-    values = {
+    if not limited:
+        # Host total - usage ignores everyone else on the machine.
+        free = min(free, host.kb("MemFree") * KIB)
+        available = min(available, host.kb("MemAvailable", host.kb("MemFree")) * KIB)
+    values: dict[str, int] = {
         "MemTotal": total,
         "MemFree": free,
         "MemAvailable": available,
         "Buffers": 0,
         "Cached": memory.file_bytes,
-        "SwapCached": 0,
+        "SwapCached": memory.swap_cached_bytes,
         "Active": memory.active_anon_bytes + memory.active_file_bytes,
         "Inactive": memory.inactive_anon_bytes + memory.inactive_file_bytes,
         "Active(anon)": memory.active_anon_bytes,
@@ -66,7 +75,19 @@ def container_values_kb(host: HostMeminfo, memory: MemoryStats) -> dict[str, int
         swap_total = host_swap_bytes if swap_limit_bytes is None else min(swap_limit_bytes, host_swap_bytes)
         values["SwapTotal"] = swap_total
         values["SwapFree"] = max(0, swap_total - memory.swap_usage_bytes)
+    values["CommitLimit"] = commit_limit_bytes(host, total, values.get("SwapTotal", host.kb("SwapTotal") * KIB))
+    committed = memory.anon_bytes + memory.shmem_bytes + (memory.swap_usage_bytes or 0)
+    values["Committed_AS"] = min(committed, host.kb("Committed_AS") * KIB)
     return {key: value // KIB for key, value in values.items()}
+
+
+def commit_limit_bytes(host: HostMeminfo, total_bytes: int, swap_total_bytes: int) -> int:
+    """The kernel's CommitLimit, (RAM - hugetlb) x overcommit_ratio + swap, with the
+    container's memory and swap: the host's RAM part scaled by MemTotal's share."""
+    host_total_kb = host.kb("MemTotal")
+    host_ram_part_kb = max(0, host.kb("CommitLimit") - host.kb("SwapTotal"))
+    ram_part = host_ram_part_kb * total_bytes // host_total_kb if host_total_kb else 0
+    return ram_part + swap_total_bytes
 
 
 def render(host: HostMeminfo, memory: MemoryStats) -> bytes:

@@ -252,3 +252,52 @@ def test_concurrent_sendfile_readers_in_two_cgroups_never_mix(mnt, make_cgroup):
         out, _ = process.communicate(timeout=120)
         totals = {int(line.split()[1]) for line in out.decode().splitlines()}
         assert totals == ({15360} if cgroup is small else {65536}), totals
+
+
+def test_a_kept_open_file_read_again_at_offset_0_is_fresh(mnt, make_cgroup):
+    """procps keeps /proc/meminfo open and rewinds it: each pass must be rendered anew."""
+    cgroup = make_cgroup()
+    cgroup.set_memory_limit(64 * MIB)
+    reader = os.path.join(os.path.dirname(__file__), "rewinding_reader.py")
+    result = cgroup.run([sys.executable, reader, f"{mnt}/proc/meminfo", str(scaled(20))], timeout=scaled(60))
+    assert result.returncode == 0, result.stderr.decode()
+    before, after, _passes = map(int, result.stdout.split())
+    assert before - after >= 12 * 1024, (before, after)  # 16 MiB touched on the same descriptor
+
+
+def busy_and_total_ticks(stat_text: str) -> tuple[int, int]:
+    fields = [int(value) for value in stat_text.splitlines()[0].split()[1:]]
+    return sum(fields[:3]), sum(fields[:8])  # user + nice + system; everything
+
+
+def cgroup_cpu_seconds(cgroup) -> float:
+    """The kernel's own count of the cgroup's cpu time (independent of our files)."""
+    if cgroup.is_v2("cpu"):
+        with open(os.path.join(cgroup.dir("cpu"), "cpu.stat")) as f:
+            return int(re.search(r"^usage_usec (\d+)", f.read(), re.M).group(1)) / 1e6
+    with open(os.path.join(cgroup.dir("cpuacct"), "cpuacct.usage")) as f:
+        return int(f.read()) / 1e9
+
+
+def test_a_busy_loop_at_half_a_cpu_quota_reads_fully_busy(mnt, make_cgroup):
+    """idle is measured against the quota: busy / (busy + idle) over an interval is the
+    cpu time used / (0.5 cpu x the interval), ~100% flat out, where it was at most 50%.
+    (On a shared host the spinner may get less than its quota: the kernel's count of
+    what it got is the reference.)"""
+    cgroup = make_cgroup()
+    cgroup.set_cpu_quota(50_000, 100_000)
+    spinner = cgroup.popen(["sh", "-c", "while :; do :; done"])
+    try:
+        time.sleep(0.5)  # throttling under way
+        before = busy_and_total_ticks(read_in(cgroup, f"{mnt}/proc/stat"))
+        used_before, wall_before = cgroup_cpu_seconds(cgroup), time.monotonic()
+        time.sleep(3)
+        used_after, wall_after = cgroup_cpu_seconds(cgroup), time.monotonic()
+        after = busy_and_total_ticks(read_in(cgroup, f"{mnt}/proc/stat"))
+    finally:
+        spinner.kill()
+        spinner.wait()
+    busy, total = after[0] - before[0], after[1] - before[1]
+    expected = min(1.0, (used_after - used_before) / (0.5 * (wall_after - wall_before)))
+    # Before, busy / total was half of `expected` (measured against the whole cpu).
+    assert total > 0 and abs(busy / total - expected) <= 0.1, (before, after, expected)

@@ -136,6 +136,20 @@ def test_values_follow_the_container_within_two_intervals(container):
         time.sleep(0.005)
 
 
+def test_a_kept_open_view_read_again_at_offset_0_follows_the_container(views, container):
+    """procps keeps /proc/meminfo open and rewinds it: the kernel asks GETATTR once the
+    attributes are an interval old, and drops the pages of the old text."""
+    view_id = "ctr-k"
+    reader, _ = container(view_id, 64 * MIB, [
+        sys.executable, os.path.join(os.path.dirname(__file__), "rewinding_reader.py"),
+        f"{views.directory(view_id)}/proc/meminfo", str(scaled(20)), "wait"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = reader.communicate(b"go\n", timeout=scaled(60))
+    assert reader.returncode == 0, err.decode()
+    before, after, _passes = map(int, out.split())
+    assert before - after >= 12 * 1024, (before, after)  # 16 MiB touched on the same descriptor
+
+
 def test_sendfile_and_mmap_read_the_view(container, tmp_path):
     _, directory = container("ctr-d", 15 * MIB)
     path = f"{directory}/proc/meminfo"

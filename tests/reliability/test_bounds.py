@@ -12,6 +12,7 @@ import pytest
 
 from cgroupfs import sources
 from cgroupfs.procs import TaskStat, read_thread_stat
+from cgroupfs.rising import RisingCounters
 from cgroupfs.server import TtlCache
 from tests.reliability.test_server_faults import copy_tree, make_server
 from tests.unit.fixture_trees import V2, V2_15M_PID
@@ -36,6 +37,14 @@ def test_the_cache_never_exceeds_its_cap_even_when_nothing_expires():
     for key in range(1000):
         cache.put(key, key, now=key * 1e-6)
         assert len(cache) <= 100
+
+
+def test_rising_counters_never_exceed_their_cap():
+    counters = RisingCounters(max_entries=100)
+    for key in range(1000):  # containers that came and went
+        assert counters.at_least_before(key, key) == key
+        assert len(counters) <= 100
+    assert counters.at_least_before(999, 5) == 999  # a live one keeps its floor
 
 
 def test_a_huge_cgroup_costs_a_bounded_number_of_thread_reads(tmp_path, monkeypatch):

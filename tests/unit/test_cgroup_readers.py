@@ -1,6 +1,7 @@
 """The v1 and v2 readers on real (v1) and documented (v2) trees: typed numbers out."""
 
 import os
+import shutil
 
 import pytest
 
@@ -27,6 +28,21 @@ def test_v1_memory_limit_is_the_minimum_over_ancestors_and_swap_is_memsw_minus_m
     assert memory.file_bytes == 6045696
     assert memory.swap_usage_bytes == 0
     assert memory.oom_kill_count == 0
+
+
+def test_v1_swappiness_0_swapcached_and_kernel_memory(tmp_path):
+    """--memory-swappiness=0 leaves no swap to show; total_swapcached and the kmem total
+    (v1 has no slab split: unreclaimable slab) come through."""
+    tree = shutil.copytree(HYBRID, tmp_path / "tree", symlinks=True)
+    child = tree / "sys/fs/cgroup/memory/fixture-parent/fixture-child"
+    assert reader(str(tree)).memory(CHILD_V1).swap_limit_bytes == 17 * MIB  # swappiness 60
+    (child / "memory.swappiness").write_text("0\n")
+    stat = (child / "memory.stat").read_text().replace("total_swapcached 0", "total_swapcached 8192")
+    (child / "memory.stat").write_text(stat)
+    memory = reader(str(tree)).memory(CHILD_V1)
+    assert (memory.swap_limit_bytes, memory.swap_usage_bytes) == (0, 0)
+    assert memory.swap_cached_bytes == 8192
+    assert memory.slab_unreclaimable_bytes == 24576  # memory.kmem.usage_in_bytes
 
 
 def test_v1_cpu_split_mounts_cpuset_quota_and_blkio():

@@ -91,7 +91,7 @@ def test_a_file_opened_before_the_handover_is_adopted_and_a_current_unknown_hand
     old_handle = (1 << HANDLE_GENERATION_SHIFT) + 7
     data = files.read(meminfo, old_handle, 0, 4096, from_page_cache=False, caller=Caller(V2_15M_PID, 0, 0))
     assert data.startswith(b"MemTotal:")
-    assert files.read(meminfo, old_handle, 10, 5, from_page_cache=False) == data[10:15]  # kept for its next READ
+    assert files.read(meminfo, old_handle, 10, 5, from_page_cache=False, caller=Caller(V2_15M_PID, 0, 0)) == data[10:15]
     handle, _flags = files.open(meminfo, os.O_RDONLY, Caller(V2_15M_PID, 0, 0))
     assert handle >> HANDLE_GENERATION_SHIFT == 2
     with pytest.raises(FuseError) as raised:

@@ -1,13 +1,16 @@
 """Key numbers of every file, pinned independently of the golden files."""
 
 import re
+import shutil
 
 import pytest
 
-from cgroupfs.cgroups.model import CpuStats
-from cgroupfs.files import cpu_online, loadavg, stat, swaps, uptime
+from cgroupfs.cgroups.model import CpuStats, MemoryStats
+from cgroupfs.files import cpu_online, loadavg, meminfo, stat, swaps, uptime
+from cgroupfs.host.meminfo import parse_meminfo
 from cgroupfs.host.stat import parse_stat
 from cgroupfs.layout import CONTAINER_TARGETS
+from cgroupfs.rising import RisingCounters
 from cgroupfs.table import FILES
 from tests.unit.fixture_trees import (
     HYBRID,
@@ -57,12 +60,26 @@ def test_meminfo_v2_fields_from_memory_stat():
     assert values["MemAvailable"] == 10240 + 512 + 1536 + 256  # free + active/inactive file + slab_reclaimable
     assert (values["Cached"], values["Shmem"], values["Dirty"], values["Writeback"]) == (3072, 1024, 128, 64)
     assert (values["SwapTotal"], values["SwapFree"]) == (32768, 28672)
-    assert values["CommitLimit"] == meminfo_kb(host_file(V2, "meminfo"))["CommitLimit"]  # host line
+    host = meminfo_kb(host_file(V2, "meminfo"))
+    # the kernel's (RAM - hugetlb) x overcommit_ratio + swap, over the container's memory and swap
+    ram_part = (host["CommitLimit"] - host["SwapTotal"]) * 15360 // host["MemTotal"]
+    assert abs(values["CommitLimit"] - (ram_part + 32768)) <= 1
+    assert values["Committed_AS"] == (1024 + 1024 + 4096)  # anon + shmem + swap used, not the host's
 
 
-def test_meminfo_unlimited_shows_host_total():
+def test_meminfo_unlimited_shows_host_total_and_never_more_free_than_the_host():
     values = meminfo_kb(read(V2, V2_UNLIMITED_PID, "proc/meminfo"))
-    assert values["MemTotal"] == meminfo_kb(host_file(V2, "meminfo"))["MemTotal"]
+    host = meminfo_kb(host_file(V2, "meminfo"))
+    assert values["MemTotal"] == host["MemTotal"]
+    # host total - usage would be more than the host has free
+    assert values["MemFree"] == host["MemFree"]
+    assert values["MemAvailable"] == host["MemAvailable"]
+
+
+def test_meminfo_swap_cached():
+    memory = MemoryStats(limit_bytes=64 << 20, usage_bytes=8 << 20, swap_limit_bytes=None, swap_usage_bytes=0,
+                         swap_cached_bytes=3 << 20)
+    assert meminfo_kb(meminfo.render(parse_meminfo(host_file(V2, "meminfo")), memory).decode())["SwapCached"] == 3072
 
 
 def test_host_reader_and_vanished_cgroup_get_the_host_file():
@@ -93,16 +110,61 @@ def test_cpuset_with_gaps_renumbered_and_capped_by_quota():
     assert read(V2, V2_NOSWAP_PID, "sys/devices/system/cpu/online") == "0\n"
 
 
-@pytest.mark.parametrize("tree,pid", [(HYBRID, HYBRID_CHILD_PID), (V2, V2_15M_PID), (V2, V2_POD_PID)])
-def test_stat_lines_add_up_and_match_cpuinfo(tree, pid):
+# (tree, pid, cpus' worth of quota: None without one; the fixtures' cpu.max / cfs files)
+@pytest.mark.parametrize("tree,pid,quota_cpus", [(HYBRID, HYBRID_CHILD_PID, 0.5), (V2, V2_15M_PID, 1.5),
+                                                 (V2, V2_POD_PID, None)])
+def test_stat_lines_add_up_to_the_quotas_share_and_match_cpuinfo(tree, pid, quota_cpus):
+    """Without a quota each line adds up to its host cpu's elapsed ticks; with quota q
+    over k visible cpus, the lines add up to q/k of them (idle scaled to the quota)."""
     srv = server(tree)
     rendered = parse_stat(srv.content("proc/stat", pid).decode())
     host = parse_stat(host_file(tree, "stat"))
     visible = srv._sources(pid, srv.resolve(pid, 0)).visible_cpus()
     assert len(rendered.per_cpu) == len(processors(srv.content("proc/cpuinfo", pid).decode()))
-    for number, host_cpu in enumerate(visible):
-        assert rendered.per_cpu[number].total == host.per_cpu[host_cpu].total
+    elapsed = sum(host.per_cpu[host_cpu].total for host_cpu in visible)
+    if quota_cpus is None:
+        for number, host_cpu in enumerate(visible):
+            assert rendered.per_cpu[number].total == host.per_cpu[host_cpu].total
+    else:
+        assert abs(rendered.total.total - elapsed * quota_cpus / len(visible)) <= 1
     assert rendered.total.total == sum(c.total for c in rendered.per_cpu.values())
+
+
+def test_a_container_flat_out_at_its_quota_reads_fully_busy():
+    """Half a cpu used for a whole second of a host cpu's time: 100% busy, not 50%."""
+    cpu = CpuStats(user_usec=0, system_usec=0, per_cpu_usec=None, quota_usec=50_000, period_usec=100_000)
+    used = CpuStats(user_usec=500_000, system_usec=0, per_cpu_usec=None, quota_usec=50_000, period_usec=100_000)
+    before = parse_stat(stat.render(parse_stat("cpu  0 0 0 1000\ncpu0 0 0 0 1000\n"), cpu, (0,), 0, 0).decode())
+    after = parse_stat(stat.render(parse_stat("cpu  0 0 0 1100\ncpu0 0 0 0 1100\n"), used, (0,), 0, 0).decode())
+    busy = after.total.values[0] - before.total.values[0]
+    idle = after.total.values[3] - before.total.values[3]
+    assert (busy, idle) == (50, 0)
+    assert uptime.render(10.0, 0.5, 5_000_000) == b"10.00 0.00\n"  # idle follows the quota too
+
+
+def test_quota_measured_idle_never_goes_back():
+    """53 ticks run against 52 of capacity over 1.04 s (periods not lined up with the
+    reads): computed idle steps back a tick; what is served does not (top printed
+    `100.0 id` for a busy container when it did)."""
+    def half_cpu(used_s: float) -> CpuStats:
+        return CpuStats(user_usec=int(used_s * 1e6), system_usec=0, per_cpu_usec=None, quota_usec=50_000,
+                        period_usec=100_000)
+    first = (parse_stat("cpu  0 0 0 1000\ncpu0 0 0 0 1000\n"), half_cpu(4.0))
+    second = (parse_stat("cpu  0 0 0 1104\ncpu0 0 0 0 1104\n"), half_cpu(4.53))
+    assert [stat.quota_idle_ticks(host, cpu, (0,)) for host, cpu in (first, second)] == [100, 99]
+    counters = RisingCounters()
+    served = []
+    for host, cpu in (first, second):
+        floor = counters.at_least_before("cgroup", stat.quota_idle_ticks(host, cpu, (0,)))
+        served.append(parse_stat(stat.render(host, cpu, (0,), 0, 0, idle_floor_ticks=floor).decode()).total.values[3])
+    assert served == [100, 100]
+
+
+def test_v2_nice_is_its_own_column_and_comes_out_of_user():
+    host = parse_stat("cpu  0 0 0 1000\ncpu0 0 0 0 1000\n")
+    cpu = CpuStats(user_usec=3_000_000, system_usec=1_000_000, per_cpu_usec=None, quota_usec=None,
+                   period_usec=100_000, nice_usec=2_000_000)
+    assert parse_stat(stat.render(host, cpu, (0,), 0, 0).decode()).per_cpu[0].values[:4] == (100, 200, 100, 600)
 
 
 def test_stat_v1_uses_per_cpu_usage_and_v2_spreads_evenly():
@@ -121,6 +183,23 @@ def test_stat_procs_counted_from_the_containers_tasks():
 
 def test_loadavg_counts_and_newest_pid_in_the_readers_namespace():
     assert read(V2, V2_15M_PID, "proc/loadavg") == "0.00 0.00 0.00 1/3 7\n"
+
+
+def test_loadavg_last_pid_in_the_readers_own_namespace_when_namespaces_nest(tmp_path):
+    """A process in a pid namespace nested in the container (NSpid 104 9 1) is pid 9
+    to the container's readers and pid 1 to its own; each gets its own number."""
+    tree = shutil.copytree(V2, tmp_path / "tree", symlinks=True)
+    nested = tree / "proc/104"
+    nested.mkdir()
+    (nested / "cgroup").write_text((tree / "proc/101/cgroup").read_text())
+    (nested / "status").write_text("Name:\tsh\nNSpid:\t104\t9\t1\n")
+    (nested / "ns").mkdir()
+    (nested / "ns/pid").symlink_to("pid:[4026532210]")
+    procs = tree / "sys/fs/cgroup/system.slice/docker-15m.scope/cgroup.procs"
+    procs.write_text(procs.read_text() + "104\n")
+    srv = server(str(tree))
+    assert srv.content("proc/loadavg", V2_15M_PID).decode().split()[-1] == "9"
+    assert srv.content("proc/loadavg", 104).decode().split()[-1] == "1"
 
 
 def test_diskstats_names_devices_like_the_host_and_skips_unknown_ones():
