@@ -14,7 +14,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) lxcfs
 
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: run lint test test-unit test-integration test-docker bench bench-neighbour bench-docker deps-run deps-test deps-bench venv clean
+.PHONY: run lint test test-unit test-integration test-docker bench bench-neighbour bench-docker bench-restart deps-run deps-test deps-bench venv clean
 
 # Install the missing Debian packages among $(1); apt-get update only when something is missing.
 define apt_install
@@ -79,6 +79,11 @@ bench-neighbour: deps-test venv
 
 bench-docker: deps-test venv
 	$(VENV)/bin/python -m benchmarks.docker_inject $(ARGS)
+
+# Readers in 4 containers while the daemon is killed and restarted with its fd store,
+# reloaded, and (the baseline) restarted without it: failed reads, longest wait.
+bench-restart: deps-test venv
+	$(VENV)/bin/python -m benchmarks.restart $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

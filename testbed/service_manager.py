@@ -97,6 +97,13 @@ class NotifyListener:
         if message.has("FDSTOREREMOVE=1") and name in self.stored:
             os.close(self.stored.pop(name))
 
+    def release_stored(self) -> None:
+        """Close every stored descriptor, as systemd does when a service stops for good."""
+        with self._changed:
+            for fd in self.stored.values():
+                os.close(fd)
+            self.stored.clear()
+
     def wait_stored(self, names: set[str], timeout: float) -> dict[str, int]:
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -133,9 +140,7 @@ class NotifyListener:
         self._closed = True
         self._thread.join(timeout=2)
         self.socket.close()
-        for fd in self.stored.values():
-            os.close(fd)
-        self.stored.clear()
+        self.release_stored()
         if not self.name.startswith("@"):
             try:
                 os.unlink(self.name)
