@@ -252,7 +252,8 @@ class DockerWatcher:
         if views is None:
             return directory, None
         device, root = views[""]
-        return directory, {relative: (device, os.path.normpath(f"{root}/{container_id}/{relative}"))
+        # os.path.join: with root "/", "/" + "/<id>" would be "//<id>", which normpath keeps.
+        return directory, {relative: (device, os.path.normpath(os.path.join(root, container_id, relative)))
                            for relative in CONTAINER_TARGETS}
 
     def _our_identities(self, mountpoint: str, targets=CONTAINER_TARGETS) -> dict[str, tuple[str, str]] | None:

@@ -16,6 +16,7 @@ import select
 import signal
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -332,22 +333,25 @@ def _raise_stopped(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 
-def serve_in_main_thread(session: Session, mountpoint: str, *, handoff_on_sighup: bool = False) -> bool:
+def serve_in_main_thread(session: Session, mountpoint: str, *, on_sighup: Callable[[], None] | None = None) -> bool:
     """Serve until unmounted or signalled.  True when asked to hand over, else False.
 
     SIGTERM and SIGINT end the loop, detach the mount and close the connection, as
-    libfuse's loop did.  SIGHUP does the same unless `handoff_on_sighup`: then the
-    loop ends after the request in hand and the connection is left as it is, for the
-    caller to pass to its successor (daemon/handoff.py); True is returned."""
+    libfuse's loop did.  SIGHUP does the same unless `on_sighup` is given: then it
+    calls on_sighup() once (which must end serving with session.stop(), e.g. from a
+    thread, once whatever else reads through the mount has stopped), the connection
+    is left as it is for the caller to pass to its successor (daemon/handoff.py),
+    and True is returned."""
     handoff = False
 
     def request_handoff(signum, frame):
         nonlocal handoff
-        handoff = True
-        session.stop()
+        if not handoff:
+            handoff = True
+            on_sighup()
 
     previous = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGTERM, signal.SIGINT)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_handoff if handoff_on_sighup else _raise_stopped)
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_handoff if on_sighup else _raise_stopped)
     # Held back while starting (cgroupfs_daemon.cli); one that came meanwhile arrives now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:
@@ -361,7 +365,7 @@ def serve_in_main_thread(session: Session, mountpoint: str, *, handoff_on_sighup
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if handoff:
-            log.info("%s: SIGHUP received; handing the connection over", session.name)
+            log.info("%s: handing the connection over", session.name)
         else:
             unmount(mountpoint)
             os.close(session.fd)

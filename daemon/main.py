@@ -141,6 +141,7 @@ class Daemon:
             self.views = Views(self.server, views_mountpoint, interval_s=config.cache_ttl_s)
         self.sessions: dict[str, Session] = {}  # subtype -> its connection
         self._startup: threading.Thread | None = None  # starts the components once serving
+        self._handoff_preparation: threading.Thread | None = None
         self.views_thread: threading.Thread | None = None
         # Started once the mount answers, stopped in reverse order.
         self.components: list = [self.sampler]
@@ -306,23 +307,37 @@ class Daemon:
             self.views_thread.start()
         handing_over = False
         try:
-            handing_over = serve_in_main_thread(session, self.mountpoint, handoff_on_sighup=True)
+            handing_over = serve_in_main_thread(
+                session, self.mountpoint, on_sighup=lambda: self._begin_handoff(session, views_session))
         finally:
             if handing_over:
-                self._hand_over(views_session)
+                self._hand_over()
             self._shut_down(views_session)
 
-    def _hand_over(self, views_session: Session | None) -> None:
-        """SIGHUP: stop between requests, stop the components, and re-execute the
-        installed program with the connections (daemon/handoff.py).  Does not return
-        unless the exec fails (then the daemon shuts down as for SIGTERM)."""
-        if views_session is not None and self.views is not None:
-            self.views.stop()
-            views_session.stop()
-            if self.views_thread is not None:
-                self.views_thread.join(timeout=10)
-        self.notifier.handing_over = True
-        self._stop_components()
+    def _begin_handoff(self, session: Session, views_session: Session | None) -> None:
+        """SIGHUP (in the signal handler): stop everything else while the loops still
+        serve (the watcher's checks read through the mounts), then the views loop, then
+        the main loop, each between two requests."""
+        def prepare() -> None:
+            log.info("SIGHUP received: stopping the components, then handing the connections over")
+            self.notifier.handing_over = True
+            self._stop_components()
+            if views_session is not None and self.views is not None:
+                self.views.stop()
+                views_session.stop()
+                if self.views_thread is not None:
+                    self.views_thread.join(timeout=30)
+            session.stop()
+
+        self._handoff_preparation = threading.Thread(target=prepare, name="handoff", daemon=True)
+        self._handoff_preparation.start()
+
+    def _hand_over(self) -> None:
+        """Re-execute the installed program with the connections (daemon/handoff.py),
+        once _begin_handoff() has stopped everything.  Does not return unless the exec
+        fails (then the daemon shuts down as for SIGTERM)."""
+        if self._handoff_preparation is not None:
+            self._handoff_preparation.join(timeout=60)
         self.handoff.clean = True
         self._save_handoff()
         descriptors = {fuse_name(name): session.fd for name, session in self.sessions.items()}

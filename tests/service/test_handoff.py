@@ -22,6 +22,7 @@ import time
 import pytest
 
 from cgroupfs_daemon.fuse_protocol import HAS_RESEND
+from cgroupfs_daemon.handoff import abort_connection, mounted_device
 from testbed.cgroups import TestCgroup
 from testbed.timing import scaled
 from tests.service.harness import NotifyListener, ServiceDaemon
@@ -234,8 +235,12 @@ def test_a_request_in_hand_at_the_kill(fuse_host, tmp_path, notify_socket, resen
                 assert f.read().startswith(b"MemTotal:")  # the fresh mount serves
     finally:
         if reader is not None and reader.poll() is None:
+            # A READ the daemon had taken is not even killable until answered or aborted.
+            device = mounted_device(wedged.mountpoint, "cgroupfs")
+            if device is not None:
+                abort_connection(device)
             reader.kill()
-            reader.communicate()
+            reader.communicate(timeout=30)
         for daemon in (successor, wedged):
             if daemon is not None:
                 daemon.cleanup()
