@@ -2,6 +2,12 @@
 
 Formats follow Documentation/admin-guide/cgroup-v2.rst.  `chain` is the list of
 directories from the cgroup2 mount root down to the cgroup (see files.ancestry).
+
+A controller's interface files exist only in cgroups whose parent enables it in
+cgroup.subtree_control; a cgroup without them is accounted and limited by its
+nearest ancestor that has them (a systemd unit with CPUQuota= but no AllowedCPUs=
+has cpu.max but no cpuset.cpus.effective; its cpus are its parent's).  So each
+value comes from the nearest level that has its file, never "missing = malformed".
 """
 
 from __future__ import annotations
@@ -65,8 +71,21 @@ LIMIT_FILES = {
 }
 
 
-def read_memory(chain: list[str]) -> MemoryStats:
-    leaf = chain[-1]
+def nearest_with(chain: list[str], name: str, include_root: bool = False) -> str | None:
+    """The deepest directory of `chain` that has the file `name` (the level whose
+    controller accounts for the cgroup); None when no level (below the root) has it."""
+    levels = chain if include_root else chain[1:]
+    for directory in reversed(levels):
+        if read_text(directory, name) is not None:
+            return directory
+    return None
+
+
+def read_memory(chain: list[str]) -> MemoryStats | None:
+    """None when no level below the root has the memory controller: the host's memory."""
+    leaf = nearest_with(chain, "memory.current")
+    if leaf is None:
+        return None
     usage = parse_int(required_text(leaf, "memory.current").strip(), "memory.current")
     stat = parse_flat_keyed(required_text(leaf, "memory.stat"), "memory.stat")
     swap_usage_text = read_text(leaf, "memory.swap.current")
@@ -110,8 +129,11 @@ def _quota_levels(chain: list[str]):
             yield parse_cpu_max(text)
 
 
-def read_cpuset(chain: list[str]) -> CpusetInfo:
-    return CpusetInfo(cpus=parse_cpu_list(required_text(chain[-1], "cpuset.cpus.effective")))
+def read_cpuset(chain: list[str]) -> CpusetInfo | None:
+    level = nearest_with(chain, "cpuset.cpus.effective", include_root=True)
+    if level is None:
+        return None
+    return CpusetInfo(cpus=parse_cpu_list(required_text(level, "cpuset.cpus.effective")))
 
 
 def parse_io_stat(text: str) -> IoStats:
@@ -139,9 +161,10 @@ def parse_io_stat(text: str) -> IoStats:
     return IoStats(devices=tuple(devices))
 
 
-def read_io(chain: list[str]) -> IoStats:
-    text = read_text(chain[-1], "io.stat")
-    return IoStats() if text is None else parse_io_stat(text)
+def read_io(chain: list[str]) -> IoStats | None:
+    """None when no level below the root has the io controller: the host's disks."""
+    level = nearest_with(chain, "io.stat")
+    return None if level is None else parse_io_stat(required_text(level, "io.stat"))
 
 
 def read_pressure(directory: str, resource: str) -> PressureStats | None:

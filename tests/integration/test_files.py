@@ -75,13 +75,18 @@ def test_memfree_falls_when_the_reader_allocates(mnt, make_cgroup):
     assert before - after <= 12 * 1024, (before, after)
 
 
-def test_cpuset_of_one_cpu(mnt, make_cgroup):
+def test_cpuset_of_one_cpu_shows_its_kernel_id(mnt, make_cgroup):
+    require(os.cpu_count() >= 2, "needs a second cpu to put the cgroup on")
+    last = max(os.sched_getaffinity(0))
     cgroup = make_cgroup()
-    cgroup.set_cpus("0")
-    assert processors(read_in(cgroup, f"{mnt}/proc/cpuinfo")) == [0]
-    assert read_in(cgroup, f"{mnt}/sys/devices/system/cpu/online") == "0\n"
+    cgroup.set_cpus(str(last))
+    assert processors(read_in(cgroup, f"{mnt}/proc/cpuinfo")) == [last]
+    assert read_in(cgroup, f"{mnt}/sys/devices/system/cpu/online") == f"{last}\n"
     stat = read_in(cgroup, f"{mnt}/proc/stat")
-    assert re.findall(r"^cpu\d+ ", stat, re.M) == ["cpu0 "]
+    assert re.findall(r"^cpu\d+ ", stat, re.M) == [f"cpu{last} "]
+    # util-linux taskset to the cpus `online` names: EINVAL when they are not the cgroup's
+    taskset = cgroup.run(["sh", "-c", f"taskset -c $(cat {mnt}/sys/devices/system/cpu/online) true"], timeout=30)
+    assert taskset.returncode == 0, taskset.stderr.decode()
 
 
 def test_half_a_cpu_quota_shows_one_cpu(mnt, make_cgroup):

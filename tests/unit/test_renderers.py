@@ -82,15 +82,27 @@ def processors(text):
     return [int(line.split(":")[1]) for line in text.splitlines() if line.startswith("processor")]
 
 
-def test_cpuset_with_gaps_renumbered_and_capped_by_quota():
-    # cpuset 0-2,5,7-8 and cpu.max 1.5 cpus -> 2 cpus by default, 6 without the cap
+def test_cpuset_with_gaps_keeps_kernel_ids_and_the_quota_keeps_the_lowest():
+    # cpuset 0-2,5,7-8 and cpu.max 1.5 cpus -> its 2 lowest cpus by default, 6 without the cap
     assert processors(read(V2, V2_15M_PID, "proc/cpuinfo")) == [0, 1]
     assert read(V2, V2_15M_PID, "sys/devices/system/cpu/online") == "0-1\n"
     uncapped = read(V2, V2_15M_PID, "proc/cpuinfo", cap_cpus_by_quota=False)
-    assert processors(uncapped) == [0, 1, 2, 3, 4, 5]
-    assert read(V2, V2_15M_PID, "sys/devices/system/cpu/online", cap_cpus_by_quota=False) == "0-5\n"
-    assert processors(read(V2, V2_NOSWAP_PID, "proc/cpuinfo")) == [0]
-    assert read(V2, V2_NOSWAP_PID, "sys/devices/system/cpu/online") == "0\n"
+    assert processors(uncapped) == [0, 1, 2, 5, 7, 8]
+    assert read(V2, V2_15M_PID, "sys/devices/system/cpu/online", cap_cpus_by_quota=False) == "0-2,5,7-8\n"
+    uncapped_stat = parse_stat(read(V2, V2_15M_PID, "proc/stat", cap_cpus_by_quota=False))
+    assert sorted(uncapped_stat.per_cpu) == [0, 1, 2, 5, 7, 8]
+
+
+@pytest.mark.parametrize("path", ["proc/cpuinfo", "proc/stat", "sys/devices/system/cpu/online"])
+def test_cpuset_of_one_cpu_shows_that_cpus_id_everywhere(path):
+    # cpuset {3}: the kernel calls it cpu3 (sched_getaffinity, taskset, the cpuN directory)
+    text = read(V2, V2_NOSWAP_PID, path)
+    if path == "proc/cpuinfo":
+        assert processors(text) == [3]
+    elif path == "proc/stat":
+        assert sorted(parse_stat(text).per_cpu) == [3]
+    else:
+        assert text == "3\n"
 
 
 @pytest.mark.parametrize("tree,pid", [(HYBRID, HYBRID_CHILD_PID), (V2, V2_15M_PID), (V2, V2_POD_PID)])
@@ -100,8 +112,9 @@ def test_stat_lines_add_up_and_match_cpuinfo(tree, pid):
     host = parse_stat(host_file(tree, "stat"))
     visible = srv._sources(pid, srv.resolve(pid, 0)).visible_cpus()
     assert len(rendered.per_cpu) == len(processors(srv.content("proc/cpuinfo", pid).decode()))
-    for number, host_cpu in enumerate(visible):
-        assert rendered.per_cpu[number].total == host.per_cpu[host_cpu].total
+    assert sorted(rendered.per_cpu) == list(visible)
+    for host_cpu in visible:
+        assert rendered.per_cpu[host_cpu].total == host.per_cpu[host_cpu].total
     assert rendered.total.total == sum(c.total for c in rendered.per_cpu.values())
 
 
@@ -151,8 +164,8 @@ def test_uptime_and_online_renderers():
     assert uptime.container_uptime(100.0, 5000, 100) == 50.0
     assert uptime.render(50.0, 2, 30_000_000) == b"50.00 70.00\n"
     assert uptime.render(1.0, 1, 5_000_000) == b"1.00 0.00\n"  # idle never negative
-    assert cpu_online.render((3,)) == b"0\n"
-    assert cpu_online.render((0, 4, 9)) == b"0-2\n"
+    assert cpu_online.render((3,)) == b"3\n"
+    assert cpu_online.render((0, 4, 9)) == b"0,4,9\n"
 
 
 def test_swaps_renderer_caps_at_host_swap():
