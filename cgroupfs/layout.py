@@ -4,18 +4,39 @@ The relative paths are LXCFS's, so moving from LXCFS changes only the prefix.  T
 Docker flags, the injector and the FUSE path table all use this one list.
 """
 
+import os
+
 DEFAULT_MOUNTPOINT = "/var/lib/cgroupfs"
 
 # relative path under the mount point -> the path it covers inside a container
-CONTAINER_TARGETS: dict[str, str] = {
+ALL_TARGETS: dict[str, str] = {
     "proc/cpuinfo": "/proc/cpuinfo",
     "proc/diskstats": "/proc/diskstats",
     "proc/loadavg": "/proc/loadavg",
     "proc/meminfo": "/proc/meminfo",
+    "proc/pressure/cpu": "/proc/pressure/cpu",
+    "proc/pressure/io": "/proc/pressure/io",
+    "proc/pressure/memory": "/proc/pressure/memory",
+    "proc/slabinfo": "/proc/slabinfo",
     "proc/stat": "/proc/stat",
     "proc/swaps": "/proc/swaps",
     "proc/uptime": "/proc/uptime",
+    "proc/vmstat": "/proc/vmstat",
     "sys/devices/system/cpu/online": "/sys/devices/system/cpu/online",
+    "sys/devices/system/cpu/possible": "/sys/devices/system/cpu/possible",
+    "sys/devices/system/cpu/present": "/sys/devices/system/cpu/present",
+}
+
+# Kernel files that exist only with a kernel feature (PSI: CONFIG_PSI and not psi=0;
+# slabinfo: CONFIG_SLUB_DEBUG).  A container has them when the host has them; where
+# it does not, nothing can be mounted over them (and Docker, creating the missing
+# mount point inside /proc, would fail to start the container): left out.
+OPTIONAL_TARGETS = frozenset({"/proc/pressure/cpu", "/proc/pressure/io", "/proc/pressure/memory", "/proc/slabinfo"})
+
+# What is mounted into containers on this host.
+CONTAINER_TARGETS: dict[str, str] = {
+    relative: target for relative, target in ALL_TARGETS.items()
+    if target not in OPTIONAL_TARGETS or os.path.exists(target)
 }
 
 

@@ -164,6 +164,9 @@ class PerReaderFiles:
                 raise FuseError(error)
             try:
                 data = self.server.content(path, caller.pid)
+            except FileNotFoundError:
+                error = errno.ENOENT  # a host file this kernel lacks (no PSI)
+                raise FuseError(error) from None
             except Exception:
                 log.exception("rendering %s for pid %d failed", path, caller.pid)
                 error = errno.EIO

@@ -300,6 +300,8 @@ class Views:
                 if text.limits == self.server.limits_of(path, view.paths):
                     return text
             limits, data = self.server.render_for(path, view.paths, view.pid)
+        except FileNotFoundError:
+            raise FuseError(errno.ENOENT) from None  # a host file this kernel lacks (no PSI)
         except (CgroupGone, ProcessGone):
             log.info("view %s: the container is gone; removing its view", view.id[:12])
             if self._drop(view.id):

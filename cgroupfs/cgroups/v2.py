@@ -18,7 +18,7 @@ from cgroupfs.cgroups.files import (
     parse_flat_keyed,
     parse_int,
     parse_limit,
-    parse_pressure,
+    parse_pressure_lines,
     read_id_list,
     read_text,
     required_text,
@@ -94,10 +94,13 @@ def read_memory(chain: list[str]) -> MemoryStats | None:
     events_text = read_text(leaf, "memory.events")
     oom_kill = None if events_text is None else parse_flat_keyed(events_text, "memory.events").get("oom_kill")
     fields = {name: stat.get(key, 0) for key, name in _MEMORY_STAT_FIELDS.items()}
+    # Every other key of memory.stat is an event counter or a count, named as in
+    # /proc/vmstat where vmstat has it (the renderer matches them by name).
+    events = tuple((key, value) for key, value in stat.items() if key not in _MEMORY_STAT_FIELDS)
     return MemoryStats(
         limit_bytes=min_limit(chain, "memory.max"), usage_bytes=usage,
         swap_limit_bytes=swap_limit, swap_usage_bytes=swap_usage, oom_kill_count=oom_kill,
-        **fields,
+        vm_events=events, **fields,
     )
 
 
@@ -171,8 +174,12 @@ def read_pressure(directory: str, resource: str) -> PressureStats | None:
     text = read_text(directory, f"{resource}.pressure")
     if text is None:
         return None
-    some, full = parse_pressure(text)
-    return PressureStats(some_total_usec=some, full_total_usec=full)
+    lines = parse_pressure_lines(text)
+    some, full = lines.get("some"), lines.get("full")
+    return PressureStats(
+        some_total_usec=some[1] if some else None, full_total_usec=full[1] if full else None,
+        some_averages=some[0] if some else None, full_averages=full[0] if full else None,
+    )
 
 
 def read_thread_ids(directory: str) -> list[int]:

@@ -7,7 +7,7 @@ import pytest
 from cgroupfs.cgroups.model import CpuStats
 from cgroupfs.files import cpu_online, loadavg, stat, swaps, uptime
 from cgroupfs.host.stat import parse_stat
-from cgroupfs.layout import CONTAINER_TARGETS
+from cgroupfs.layout import ALL_TARGETS
 from cgroupfs.table import FILES
 from tests.unit.fixture_trees import (
     HYBRID,
@@ -16,6 +16,7 @@ from tests.unit.fixture_trees import (
     V2,
     V2_15M_PID,
     V2_NOSWAP_PID,
+    V2_PARTIAL_PID,
     V2_POD_PID,
     V2_UNLIMITED_PID,
     V2_VANISHED_PID,
@@ -37,7 +38,7 @@ def host_file(tree, name):
 
 
 def test_layout_and_table_list_the_same_files():
-    assert set(CONTAINER_TARGETS) == set(FILES)
+    assert set(ALL_TARGETS) == set(FILES)
 
 
 @pytest.mark.parametrize("tree,pid,total_kb", [
@@ -178,3 +179,41 @@ def test_stat_busy_ticks_never_exceed_a_cpus_elapsed_ticks():
     cpu = CpuStats(user_usec=10_000_000, system_usec=10_000_000, per_cpu_usec=None, quota_usec=None, period_usec=100000)
     rendered = parse_stat(stat.render(host, cpu, (0,), 0, 0).decode())
     assert rendered.per_cpu[0].values[:4] == (100, 0, 0, 0)
+
+
+def vmstat_values(text):
+    return {name: int(value) for name, value in (line.split() for line in text.splitlines())}
+
+
+def test_vmstat_counts_the_containers_faults_pages_and_oom_kills_and_keeps_host_lines():
+    values = vmstat_values(read(V2, V2_15M_PID, "proc/vmstat"))
+    host = vmstat_values(host_file(V2, "vmstat"))
+    assert list(values) == list(host)  # the kernel's lines, in its order
+    assert (values["pgfault"], values["pgmajfault"], values["oom_kill"]) == (1234, 5, 1)
+    assert (values["nr_anon_pages"], values["nr_file_pages"], values["nr_dirty"]) == (256, 768, 32)
+    assert values["nr_free_pages"] == (15 - 5) * 1024 * 1024 // 4096  # MemTotal - usage, in pages
+    assert values["workingset_refault_file"] == 0 and values["pgpgin"] == host["pgpgin"]
+    v1 = vmstat_values(read(HYBRID, HYBRID_CHILD_PID, "proc/vmstat"))
+    assert (v1["pgfault"], v1["pgmajfault"], v1["nr_shmem"]) == (181, 2, 6000640 // 4096)  # total_pgfault, ...
+
+
+def test_pressure_is_the_cgroups_own_psi_file():
+    # a cgroup with only the cpu controller still has the PSI files of its own tasks
+    assert read(V2, V2_PARTIAL_PID, "proc/pressure/cpu") == (
+        "some avg10=1.00 avg60=0.50 avg300=0.10 total=5000\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert read(V2, V2_PARTIAL_PID, "proc/pressure/io").splitlines()[1].endswith(" total=800")
+    assert read(V2, V2_15M_PID, "proc/pressure/memory").startswith("some avg10=0.00 avg60=0.00 avg300=0.00 total=12345\n")
+
+
+def test_slabinfo_lists_a_v1_cgroups_own_caches_and_never_the_hosts(tmp_path):
+    from cgroupfs.cgroups import v1
+    from cgroupfs.files import slabinfo
+    (tmp_path / "memory.kmem.slabinfo").write_text(  # v1 before 5.9: the cgroup's own caches
+        slabinfo.HEADER + "dentry              420    420    192   21    1 : tunables    0    0    0 : slabdata     20     20      0\n")
+    caches = v1.read_slab_caches([str(tmp_path)])
+    assert slabinfo.render(caches).decode().splitlines()[2].startswith("dentry              420")
+    (tmp_path / "memory.kmem.slabinfo").write_text("")  # 5.9 and later print nothing
+    assert v1.read_slab_caches([str(tmp_path)]) is None
+    assert read(V2, V2_15M_PID, "proc/slabinfo") == slabinfo.HEADER
+    assert read(HYBRID, HYBRID_ROOT_PID, "proc/slabinfo") == slabinfo.HEADER  # a host reader too
