@@ -1,7 +1,8 @@
 """Where the virtual files live: under the mount point, and inside a container.
 
 The relative paths are LXCFS's, so moving from LXCFS changes only the prefix.  The
-Docker flags, the injector and the FUSE path table all use this one list.
+Docker flags and the injector use this one list; every file of the path table is
+one of these targets or inside one (the cpu directory).
 """
 
 import os
@@ -22,9 +23,10 @@ ALL_TARGETS: dict[str, str] = {
     "proc/swaps": "/proc/swaps",
     "proc/uptime": "/proc/uptime",
     "proc/vmstat": "/proc/vmstat",
-    "sys/devices/system/cpu/online": "/sys/devices/system/cpu/online",
-    "sys/devices/system/cpu/possible": "/sys/devices/system/cpu/possible",
-    "sys/devices/system/cpu/present": "/sys/devices/system/cpu/present",
+    # A directory: the host's, with our online/possible/present and only the visible
+    # cpuN directories (files/cpu_directory.py), so that glibc's _NPROCESSORS_CONF
+    # (which counts cpuN directories), lscpu and hwloc agree with `online`.
+    "sys/devices/system/cpu": "/sys/devices/system/cpu",
 }
 
 # Kernel files that exist only with a kernel feature (PSI: CONFIG_PSI and not psi=0;

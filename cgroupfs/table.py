@@ -140,6 +140,10 @@ FILES: dict[str, VirtualFile] = {
     )
 }
 
+# The one directory whose other entries are the host's own, passed through (see
+# files/cpu_directory.py): relative path -> the host directory (HostReader.cpu_directory_fd).
+HOST_DIRECTORY = "sys/devices/system/cpu"
+
 # Every directory on the way to a file ("" is the root).
 DIRECTORIES: dict[str, list[str]] = {"": []}
 for _path in FILES:

@@ -8,7 +8,7 @@ from cgroupfs.cgroups.model import CpuStats
 from cgroupfs.files import cpu_online, loadavg, stat, swaps, uptime
 from cgroupfs.host.stat import parse_stat
 from cgroupfs.layout import ALL_TARGETS
-from cgroupfs.table import FILES
+from cgroupfs.table import DIRECTORIES, FILES
 from tests.unit.fixture_trees import (
     HYBRID,
     HYBRID_CHILD_PID,
@@ -37,8 +37,11 @@ def host_file(tree, name):
         return f.read()
 
 
-def test_layout_and_table_list_the_same_files():
-    assert set(ALL_TARGETS) == set(FILES)
+def test_every_file_of_the_table_is_mounted_into_containers():
+    # each file is a target or inside one (the cpu directory), and each target is served
+    for path in FILES:
+        assert path in ALL_TARGETS or path.rsplit("/", 1)[0] in ALL_TARGETS
+    assert set(ALL_TARGETS) <= set(FILES) | set(DIRECTORIES)
 
 
 @pytest.mark.parametrize("tree,pid,total_kb", [
