@@ -53,8 +53,17 @@ class HostReader:
         self.cpu_directory_fd = os.open(os.path.join(sys_root, CPU_DIRECTORY),
                                         os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def has(self, name: str) -> bool:
-        return name in self._fds
+    def close(self) -> None:
+        for fd in (*self._fds.values(), self.cpu_directory_fd):
+            os.close(fd)
+        self._fds.clear()
+        self.cpu_directory_fd = -1
+
+    def __del__(self) -> None:
+        # A reader dropped without close() (a library user's, a test's): sixteen
+        # descriptors each would soon exhaust a process's limit.
+        if getattr(self, "cpu_directory_fd", -1) >= 0:
+            self.close()
 
     def raw(self, name: str) -> bytes:
         """The current content of a host file: one of PROC_FILES, OPTIONAL_PROC_FILES
