@@ -42,9 +42,23 @@ CONTAINER_TARGETS: dict[str, str] = {
 }
 
 
+# runc refuses a bind mount inside /proc except over these files (its validProcMounts,
+# the list LXCFS needs): at create time, only they can be bound.  The other /proc
+# targets (pressure, vmstat) reach a container by injection: the Docker watcher
+# mounts whatever is missing, in flagged containers too.
+RUNC_PROC_TARGETS = frozenset({"/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+                               "/proc/uptime", "/proc/loadavg", "/proc/slabinfo"})
+
+
+def flag_targets() -> dict[str, str]:
+    """The targets a runtime can bind when it creates a container (docker run -v, OCI mounts)."""
+    return {relative: target for relative, target in CONTAINER_TARGETS.items()
+            if not target.startswith("/proc/") or target in RUNC_PROC_TARGETS}
+
+
 def docker_volume_flags(mountpoint: str = DEFAULT_MOUNTPOINT) -> list[str]:
-    """The `docker run` arguments that bind every virtual file read-only."""
+    """The `docker run` arguments that bind every virtual file runc accepts, read-only."""
     flags = []
-    for relative, target in CONTAINER_TARGETS.items():
+    for relative, target in flag_targets().items():
         flags += ["-v", f"{mountpoint.rstrip('/')}/{relative}:{target}:ro"]
     return flags
