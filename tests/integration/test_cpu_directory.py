@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 
 from tests.conftest import require
@@ -77,3 +78,21 @@ def test_cpu_entries_are_the_hosts_and_hidden_ones_are_absent_per_reader(mnt, ma
         core_id = f.read()
     assert result.stdout.decode() == core_id + os.readlink(f"{HOST_CPU_DIRECTORY}/cpu{last}/subsystem") + "\n"
     assert os.path.isdir(hidden)  # a name another reader could not see is not cached for this one
+
+
+def test_show_lists_the_cpu_directory_a_process_finds(mnt, make_cgroup):
+    require(os.cpu_count() >= 2, "needs a second cpu to put the cgroup on")
+    last = max(os.sched_getaffinity(0))
+    cgroup = make_cgroup()
+    cgroup.set_cpus(str(last))
+    sleeper = cgroup.popen(["sleep", "30"])
+    try:
+        shown = subprocess.run([sys.executable, "-m", "cgroupfs_daemon.cli", "show", "/sys/devices/system/cpu",
+                                "--pid", str(sleeper.pid)], capture_output=True, timeout=30)
+        assert shown.returncode == 0, shown.stderr.decode()
+        listed = cgroup.run(["ls", f"{mnt}/sys/devices/system/cpu"], timeout=30).stdout.decode()
+        assert shown.stdout.decode().split() == sorted(listed.split())
+        assert [name for name in listed.split() if CPU_ENTRY.match(name)] == [f"cpu{last}"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
