@@ -32,6 +32,7 @@ import time
 
 from benchmarks import servers as server_kinds
 from benchmarks.cgroups import BenchCgroups, Cgroup, CgroupSetupError
+from benchmarks.per_reader_server import VARIANTS
 from benchmarks.readers import (
     Histogram,
     LoopResult,
@@ -66,6 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, from: {','.join(FILES)} (default meminfo,stat,cpuinfo)")
     parser.add_argument("--readers", default="1,4", help="concurrent reader counts (default 1,4)")
     parser.add_argument("--sources", default="native,lxcfs,cgroupfs,views", help="which servers to measure")
+    parser.add_argument("--variants", default="", metavar="V[,V]",
+                        help="also the per-reader files with one protocol choice undone: "
+                             "no-noflush, flush-answered (benchmarks/per_reader_server.py; 'shipped' is the same "
+                             "code as the daemon's, to tell the variants' own overhead from the daemon's)")
+    parser.add_argument("--cgroupfs-at", default="", metavar="COMMIT[,COMMIT]",
+                        help="also the per-reader daemon as it was at COMMIT (installed from PyPI into a "
+                             "virtualenv of its own under the work directory), e.g. e9a7828: mfusepy on libfuse")
     parser.add_argument("--reader", choices=("c", "python"), default="c",
                         help="reader implementation (default c: least noise and least CPU per read)")
     parser.add_argument("--pin-cpu", type=int, default=None, metavar="CPU",
@@ -94,6 +102,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.readers = [int(n) for n in args.readers.split(",")]
     wanted = {s.strip().lower() for s in args.sources.split(",")}
     args.sources = [s for s in SOURCE_ORDER if s.lower() in wanted]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    args.cgroupfs_at = [c.strip() for c in args.cgroupfs_at.split(",") if c.strip()]
     return args
 
 
@@ -442,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
                 sources[name] = server_kinds.cgroupfs_views(workdir, {"bench": member.pid}, args.cache_ttl_ms)
             else:
                 sources[name] = server_kinds.cgroupfs(workdir, args.cache_ttl_ms, profile_path)
+        for variant in args.variants:
+            source = server_kinds.cgroupfs_variant(workdir, variant)
+            sources[source.name] = source
+        for commit in args.cgroupfs_at:
+            source = server_kinds.cgroupfs_at(workdir, commit, log)
+            sources[source.name] = source
         for source in sources.values():
             if not isinstance(source, Native):
                 source.start()

@@ -182,3 +182,37 @@ def cgroupfs(workdir: str, cache_ttl_ms: float | None = None, profile_path: str 
         command = [console_script, *args] if os.path.exists(console_script) else [
             python, "-c", "import sys; from cgroupfs_daemon.cli import main; sys.exit(main())", *args]
     return FuseServer("cgroupfs", command, mountpoint, os.path.join(workdir, "cgroupfs.log"))
+
+
+def cgroupfs_variant(workdir: str, variant: str) -> FuseServer:
+    """The per-reader files with one protocol choice undone (benchmarks/per_reader_server.py)."""
+    mountpoint = os.path.join(workdir, f"variant-{variant}")
+    command = [sys.executable, "-m", "benchmarks.per_reader_server", mountpoint, variant]
+    return FuseServer(f"per-reader {variant}", command, mountpoint, os.path.join(workdir, f"variant-{variant}.log"))
+
+
+def cgroupfs_at(workdir: str, commit: str, log) -> FuseServer:
+    """The per-reader daemon as it was at `commit`, installed into a virtualenv of its own.
+
+    The tree comes from `git archive` (no worktree left behind); its dependencies from
+    PyPI, as its own pyproject says (before 0268404 that includes mfusepy and libfuse3)."""
+    resolved = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", commit], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    source = os.path.join(workdir, f"src-{resolved}")
+    venv = os.path.join(workdir, f"venv-{resolved}")
+    os.makedirs(source)
+    log(f"installing cgroupfs at {resolved} into {venv} (about 30 s)")
+    archive = subprocess.Popen(["git", "-C", REPO, "archive", resolved], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", source], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise ServerError(f"git archive {resolved} failed")
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    installed = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", source],
+                               capture_output=True, text=True)
+    if installed.returncode != 0:
+        raise ServerError(f"installing cgroupfs at {resolved} failed:\n{installed.stderr[-2000:]}")
+    mountpoint = os.path.join(workdir, f"cgroupfs-{resolved}")
+    # The flags every version since the first has; views (later) are off unless asked for.
+    command = [os.path.join(venv, "bin", "cgroupfs"), "daemon", "--mountpoint", mountpoint,
+               "--no-docker", "--no-metrics", "--log-level", "warning"]
+    return FuseServer(f"cgroupfs@{resolved}", command, mountpoint, os.path.join(workdir, f"cgroupfs-{resolved}.log"))

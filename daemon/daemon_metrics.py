@@ -59,6 +59,13 @@ def daemon_families(stats: StatsSnapshot) -> list[Metric]:
         "cgroupfs_view_requests_total", "Requests that reached the views connection (page-cache reads do not).")
     view_requests.add_metric((), stats.view_requests)
 
+    taken_over = GaugeMetricFamily(
+        "cgroupfs_connection_taken_over",
+        "1 when this instance took the FUSE connection over live from its predecessor (restart or upgrade "
+        "without a new mount), 0 when it mounted it.", labels=("connection",))
+    for connection in ("cgroupfs", "cgroupfs-views"):
+        taken_over.add_metric((connection,), 1 if connection in stats.taken_over else 0)
+
     fallbacks = CounterMetricFamily("cgroupfs_fallbacks_total",
                                     "Opens answered with the host's file instead, per file and reason.",
                                     labels=("file", "reason"))
@@ -84,5 +91,5 @@ def daemon_families(stats: StatsSnapshot) -> list[Metric]:
         "cgroupfs_metrics_collector_errors_total",
         "Containers left out of a scrape by an unexpected error (a vanished container is not one).")
     collector_errors.add_metric((), stats.collector_errors)
-    return [build, requests, errors, latency, hits, misses, views, view_renders, view_requests, fallbacks,
+    return [build, requests, errors, latency, hits, misses, views, view_renders, view_requests, taken_over, fallbacks,
             injections, heals, docker_up, tracked, collector_errors]

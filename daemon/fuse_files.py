@@ -54,6 +54,9 @@ HOST_ONLINE = f"{HOST_DIRECTORY}/online"
 # any rendered file (cpuinfo, the largest, is ~1.4 KB per cpu).
 FILE_SIZE_BOUND = 1 << 22
 
+# A file handle is generation << HANDLE_GENERATION_SHIFT | a counter (see PerReaderFiles).
+HANDLE_GENERATION_SHIFT = 40
+
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 def is_own_thread(tid: int, own_pid: int) -> bool:
@@ -146,14 +149,18 @@ def host_listing(tree: StaticTree, entries: HostEntries, node: int,
 class PerReaderFiles:
     """The Filesystem (daemon/fuse_session.py) of the per-reader mount."""
 
-    def __init__(self, server: ContentServer, observer: RequestObserver | None = None):
+    def __init__(self, server: ContentServer, observer: RequestObserver | None = None, generation: int = 0):
+        """`generation`: this instance's number among those that served the same
+        connection (daemon/handoff.py); it is in the high bits of every file handle,
+        so a handle a predecessor gave out is never given out again."""
         self.server = server
         self.observer = observer or _NullRequestObserver()
         self.tree = StaticTree()
         self.host_entries = HostEntries(server.host.cpu_directory_fd)
         self._host_handles: dict[int, bytes] = {}  # opens of the host's entries
         self._handles: dict[int, bytes] = {}
-        self._next_handle = 1
+        self._generation = generation
+        self._next_handle = (generation << HANDLE_GENERATION_SHIFT) + 1
         self._own_pid = os.getpid()
         self._mount_time_ns = time.time_ns()
 
@@ -263,7 +270,8 @@ class PerReaderFiles:
         self._host_handles[handle] = self.host_entries.read(relative)
         return handle, fp.FOPEN_DIRECT_IO | fp.FOPEN_NOFLUSH
 
-    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool) -> bytes:
+    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
+             caller: Caller | None = None) -> bytes:
         host_text = self._host_handles.get(fh)
         if host_text is not None:
             return host_text[offset:offset + size]
@@ -272,8 +280,22 @@ class PerReaderFiles:
             raise FuseError(errno.EIO)
         data = self._handles.get(fh)
         if data is None:
-            raise FuseError(errno.EBADF)
+            data = self._adopt(node, fh, caller)
         return data[offset:offset + size]
+
+    def _adopt(self, node: int, fh: int, caller: Caller | None) -> bytes:
+        """A READ on a file a predecessor opened (the connection was taken over, its
+        handle table was not): the reader gets its content as if it opened it now."""
+        path = self.tree.path(node)
+        if fh >> HANDLE_GENERATION_SHIFT == self._generation or caller is None or path not in FILES:
+            raise FuseError(errno.EBADF)
+        try:
+            data = self.server.content(path, caller.pid)
+        except Exception:
+            log.exception("rendering %s for pid %d (a file opened before the handover) failed", path, caller.pid)
+            raise FuseError(errno.EIO) from None
+        self._handles[fh] = data
+        return data
 
     def release(self, node: int, fh: int) -> None:
         self._handles.pop(fh, None)

@@ -37,6 +37,8 @@ AUTO_INVAL_DATA = 1 << 12
 NO_OPEN_SUPPORT = 1 << 17  # offered by kernels that accept ENOSYS for OPEN (4.20+)
 MAX_PAGES = 1 << 22
 INIT_EXT = 1 << 30
+# In flags2 (sent when INIT_EXT is set), kept here as bit 32 + n of one 64-bit value.
+HAS_RESEND = 1 << 39  # the kernel takes NOTIFY_RESEND (Linux 6.9+)
 
 # OPEN reply flags.
 FOPEN_DIRECT_IO = 1 << 0
@@ -54,6 +56,7 @@ DT_DIR, DT_REG, DT_LNK = 4, 8, 10
 IN_HEADER = struct.Struct("=IIQQIIIHH")     # len opcode unique nodeid uid gid pid total_extlen padding
 OUT_HEADER = struct.Struct("=IiQ")          # len error unique
 INIT_IN = struct.Struct("=IIII")            # major minor max_readahead flags (flags2... follow)
+INIT_IN_FLAGS2 = struct.Struct("=I")        # flags2, right after INIT_IN when flags has INIT_EXT
 INIT_OUT = struct.Struct("=IIIIHHIIHHII24x")  # 64 bytes
 ATTR = struct.Struct("=QQQQQQIIIIIIIIII")   # fuse_attr, 88 bytes
 ENTRY_OUT_HEAD = struct.Struct("=QQQQII")   # nodeid generation entry_valid attr_valid (+nsec x2)
@@ -135,7 +138,7 @@ def init_out(kernel_major: int, kernel_minor: int, kernel_flags: int, wanted_fla
                          max_pages, 0, 0, 0), minor
 
 
-NOTIFY_INVAL_INODE, NOTIFY_INVAL_ENTRY, NOTIFY_STORE = 2, 3, 4
+NOTIFY_INVAL_INODE, NOTIFY_INVAL_ENTRY, NOTIFY_STORE, NOTIFY_RESEND = 2, 3, 4, 7
 NOTIFY_INVAL_INODE_OUT = struct.Struct("=Qqq")  # ino offset length
 NOTIFY_INVAL_ENTRY_OUT = struct.Struct("=QII")  # parent namelen flags
 NOTIFY_STORE_OUT = struct.Struct("=QQII")       # nodeid offset size padding
@@ -153,6 +156,20 @@ def notify_inval_inode(node: int) -> bytes:
 def notify_store(node: int, data: bytes) -> bytes:
     """Put `data` into a file's page cache at offset 0 (the kernel grows i_size to fit)."""
     return _notification(NOTIFY_STORE, NOTIFY_STORE_OUT.pack(node, 0, len(data), 0) + data)
+
+
+def notify_resend() -> bytes:
+    """Make the kernel queue again every request a server read and never answered
+    (a server that died holding them; fs/fuse/dev.c fuse_resend())."""
+    return _notification(NOTIFY_RESEND, b"")
+
+
+def init_flags(body: bytes | memoryview) -> tuple[int, int, int]:
+    """(major, minor, flags) of an INIT request, flags2 folded in as bits 32-63."""
+    major, minor, _readahead, flags = INIT_IN.unpack_from(body)
+    if flags & INIT_EXT and len(body) >= INIT_IN.size + INIT_IN_FLAGS2.size:
+        flags |= INIT_IN_FLAGS2.unpack_from(body, INIT_IN.size)[0] << 32
+    return major, minor, flags
 
 
 def notify_inval_entry(parent: int, name: bytes) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import signal
 import stat
 import threading
@@ -61,7 +62,8 @@ class Filesystem(Protocol):
     def lookup(self, parent: int, name: str, caller: Caller) -> Entry: ...
     def getattr(self, node: int, fh: int | None, caller: Caller) -> tuple[fp.Attributes, float]: ...
     def open(self, node: int, flags: int, caller: Caller) -> tuple[int, int]: ...  # (fh, FOPEN_* flags)
-    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool) -> bytes: ...
+    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
+             caller: Caller | None = None) -> bytes: ...
     def release(self, node: int, fh: int) -> None: ...
     def readdir(self, node: int, caller: Caller) -> list[tuple[str, int, int]]: ...  # (name, node, DT_*)
     def readlink(self, node: int) -> bytes: ...
@@ -88,30 +90,48 @@ class Session:
     """Serves `filesystem` on an already mounted connection `fd` until it is unmounted."""
 
     def __init__(self, fd: int, filesystem: Filesystem, name: str, *,
-                 wanted_flags: int = 0, on_init=None, read_only_error: int = errno.EROFS):
+                 wanted_flags: int = 0, on_init=None, read_only_error: int = errno.EROFS,
+                 negotiated: tuple[int, int] | None = None):
+        """`negotiated`: (minor, kernel flags) of a connection taken over from a
+        predecessor (daemon/handoff.py), whose kernel will not send FUSE_INIT again."""
         self.fd = fd
         self.filesystem = filesystem
         self.name = name
         self.wanted_flags = wanted_flags
         self.on_init = on_init
         self.read_only_error = read_only_error
-        self.minor: int | None = None
-        self.kernel_flags: int | None = None  # what the kernel offered in FUSE_INIT
+        self.minor: int | None = negotiated[0] if negotiated else None
+        # What the kernel offered in FUSE_INIT (flags2 as bits 32-63).
+        self.kernel_flags: int | None = negotiated[1] if negotiated else None
         self.requests_served = 0
         self._stopping = threading.Event()
+        # stop() wakes a loop waiting for requests through this pipe.
+        self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._loop_thread: int | None = None
         self._dirs: dict[int, list[tuple[str, int, int]]] = {}  # OPENDIR handle -> entries
         self._next_dir_handle = 1
 
     def serve(self) -> None:
-        """Answer requests until the connection ends (unmounted: ENODEV) or stop()."""
+        """Answer requests until the connection ends (unmounted: ENODEV) or stop().
+
+        stop() ends the loop between two requests, never between reading one and
+        answering it: a successor taking the connection over must find no request
+        lost.  The descriptor is non-blocking; an empty queue is waited for with
+        poll(2), beside stop()'s wake-up pipe."""
         self._loop_thread = threading.get_ident()
+        os.set_blocking(self.fd, False)
+        waiting = select.poll()
+        waiting.register(self.fd, select.POLLIN)
+        waiting.register(self._wake_read, select.POLLIN)
         buffer = bytearray(BUFFER_SIZE)
         while not self._stopping.is_set():
             try:
                 length = os.readv(self.fd, [buffer])
+            except BlockingIOError:
+                waiting.poll()
+                continue
             except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
+                if exc.errno in (errno.ENOENT, errno.EINTR):
                     continue  # ENOENT: the request was interrupted before we read it
                 if exc.errno == errno.ENODEV:
                     return  # unmounted
@@ -123,7 +143,24 @@ class Session:
                 self._send(answer)
 
     def stop(self) -> None:
+        """End serve() after the request in hand, if any (safe in a signal handler)."""
         self._stopping.set()
+        try:
+            os.write(self._wake_write, b"\0")
+        except BlockingIOError:
+            pass  # already woken
+
+    def resend_unanswered(self) -> bool:
+        """Ask the kernel to queue again the requests a dead predecessor read and never
+        answered; False where the kernel cannot (before 6.9)."""
+        if not (self.kernel_flags or 0) & fp.HAS_RESEND:
+            return False
+        try:
+            os.write(self.fd, fp.notify_resend())
+        except OSError as exc:
+            log.warning("%s: FUSE_NOTIFY_RESEND failed: %s", self.name, exc)
+            return False
+        return True
 
     def forget_name(self, parent: int, name: str) -> None:
         """Make the kernel drop its cached entry `name` in `parent` (and what is below it)."""
@@ -176,7 +213,7 @@ class Session:
     # -- handlers (each returns the reply payload or raises FuseError) ---------
 
     def _init(self, request: fp.Request) -> bytes:
-        major, minor, _readahead, flags = fp.INIT_IN.unpack_from(request.body)
+        major, minor, flags = fp.init_flags(request.body)
         if major != fp.KERNEL_VERSION:
             log.error("%s: the kernel speaks FUSE %d.%d; we need 7.x", self.name, major, minor)
             raise FuseError(errno.EPROTO)
@@ -212,7 +249,7 @@ class Session:
         # Reads through the page cache (readahead, splice, mmap) carry no lock owner;
         # read(2) on a direct_io file always does.
         return self.filesystem.read(request.node, fh, offset, size,
-                                    from_page_cache=not read_flags & fp.READ_LOCKOWNER)
+                                    from_page_cache=not read_flags & fp.READ_LOCKOWNER, caller=self._caller(request))
 
     def _release(self, request: fp.Request) -> bytes:
         fh = fp.RELEASE_IN.unpack_from(request.body)[0]
@@ -290,7 +327,7 @@ _HANDLERS = {
 
 
 class Stopped(BaseException):
-    """Raised in the main thread by SIGTERM/SIGINT/SIGHUP to end its loop.
+    """Raised in the main thread by SIGTERM/SIGINT (and SIGHUP without handoff) to end its loop.
 
     A BaseException, so that a request handler's `except Exception` cannot swallow it."""
 
@@ -299,18 +336,33 @@ def _raise_stopped(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 
-def serve_in_main_thread(session: Session, mountpoint: str) -> None:
-    """Serve until unmounted or signalled, then detach the mount and close the connection.
+def serve_in_main_thread(session: Session, mountpoint: str, *, handoff_on_sighup: bool = False) -> bool:
+    """Serve until unmounted or signalled.  True when asked to hand over, else False.
 
-    libfuse's loop did the same: its signal handlers end the loop and unmount."""
-    previous = {signum: signal.signal(signum, _raise_stopped)
-                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    SIGTERM and SIGINT end the loop, detach the mount and close the connection, as
+    libfuse's loop did.  SIGHUP does the same unless `handoff_on_sighup`: then the
+    loop ends after the request in hand and the connection is left as it is, for the
+    caller to pass to its successor (daemon/handoff.py); True is returned."""
+    handoff = False
+
+    def request_handoff(signum, frame):
+        nonlocal handoff
+        handoff = True
+        session.stop()
+
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_handoff if handoff_on_sighup else _raise_stopped)
     try:
         session.serve()
     except Stopped as stop:
+        handoff = False
         log.info("%s: %s received", session.name, stop)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        unmount(mountpoint)
-        os.close(session.fd)
+        if handoff:
+            log.info("%s: SIGHUP received; handing the connection over", session.name)
+        else:
+            unmount(mountpoint)
+            os.close(session.fd)
+    return handoff

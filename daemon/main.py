@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import threading
 from dataclasses import dataclass
 
@@ -23,6 +24,19 @@ from cgroupfs_daemon import fuse_protocol
 from cgroupfs_daemon.docker_watcher import DockerWatcher
 from cgroupfs_daemon.fuse_files import PerReaderFiles
 from cgroupfs_daemon.fuse_session import Session, mount, serve_in_main_thread, unmount
+from cgroupfs_daemon.handoff import (
+    STATE_NAME,
+    Connection,
+    HandoffState,
+    StateFile,
+    abort_connection,
+    fuse_name,
+    is_fuse_device,
+    mounted_device,
+    received_descriptors,
+    reexec,
+    waiting_requests,
+)
 from cgroupfs_daemon.inject import DEFAULT_RUNNER
 from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
 from cgroupfs_daemon.metrics import MetricsError, MetricsServer
@@ -67,6 +81,20 @@ class DaemonConfig:
     views_mountpoint: str | None = ""
 
 
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (systemd's default soft limit is 1024).
+
+    The daemon holds descriptors per container (the limit files it compares on every
+    cached read, a view's files) and uses no select(2), the reason the soft limit is low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig):
         self.config = config
@@ -84,6 +112,7 @@ class Daemon:
         if covered:
             raise StartupError(f"{', '.join(covered)} is covered by a FUSE mount in the daemon's mount "
                                "namespace; the daemon must read the kernel's own files (unmount it first)")
+        raise_open_files_limit()
         try:
             host = HostReader()  # opened now, before our mount exists: never read through it
         except OSError as exc:
@@ -99,11 +128,19 @@ class Daemon:
             raise StartupError(f"cannot read the cgroup hierarchy: {exc}") from None
         self.sampler = LoadavgSampler(self.server.cgroups)
         self.server.load_lookup = self.sampler.lookup
-        self.operations = PerReaderFiles(self.server, observer=self.stats)
+        # Connections handed over by a predecessor (daemon/handoff.py), and what it knew.
+        self.handed = received_descriptors()
+        state_fd = self.handed.pop(STATE_NAME, None)
+        self.state_file = StateFile(state_fd)
+        self.previous = self.state_file.load() if state_fd is not None else None
+        self.handoff = HandoffState(generation=self.previous.generation + 1 if self.previous else 0)
+        self.operations = PerReaderFiles(self.server, observer=self.stats, generation=self.handoff.generation)
         self.views: Views | None = None
         if config.views_mountpoint is not None:
             views_mountpoint = os.path.abspath(config.views_mountpoint or self.mountpoint.rstrip("/") + "-views")
             self.views = Views(self.server, views_mountpoint, interval_s=config.cache_ttl_s)
+        self.sessions: dict[str, Session] = {}  # subtype -> its connection
+        self.views_thread: threading.Thread | None = None
         # Started once the mount answers, stopped in reverse order.
         self.components: list = [self.sampler]
         self.mounted = threading.Event()
@@ -121,7 +158,8 @@ class Daemon:
                                        docker_host=config.docker_host, metrics_address=config.metrics_address))
         # Last: started once everything else runs (READY=1 means "all up"), stopped first
         # (STOPPING=1 before the rest shuts down).
-        self.add_component(Notifier(self.mountpoint, self.stats, docker_enabled=config.docker_host is not None))
+        self.notifier = Notifier(self.mountpoint, self.stats, docker_enabled=config.docker_host is not None)
+        self.add_component(self.notifier)
 
     def add_component(self, component) -> None:
         self.components.append(component)
@@ -147,19 +185,103 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"mounting {mountpoint} failed ({exc.strerror})") from None
 
-    def run(self) -> None:
-        views_session = None
+    # -- connections: mounted afresh, or taken over from a predecessor ------------
+
+    def _connect(self, mountpoint: str, subtype: str, filesystem, wanted_flags: int, on_init=None) -> Session:
+        fd = self.handed.pop(fuse_name(subtype), None)
+        if fd is not None:
+            previous = self.previous.connections.get(subtype) if self.previous else None
+            if previous is not None and self._can_take_over(fd, previous, mountpoint, subtype):
+                assert self.previous is not None
+                session = Session(fd, filesystem, subtype, wanted_flags=wanted_flags,
+                                  negotiated=(previous.minor, previous.kernel_flags))
+                resent = not self.previous.clean and session.resend_unanswered()
+                log.info("took over the live connection at %s from the previous instance%s", mountpoint,
+                         " (requests it left unanswered sent again)" if resent else "")
+                self.stats.note_takeover(subtype)
+                self._remember(session, mountpoint, previous.device)
+                return session
+            # Not taken over, but alive while anyone holds it (systemd's store may):
+            # a stat of the mount point would wait forever.  End it, then mount afresh.
+            stale = mounted_device(mountpoint, subtype)
+            if stale is not None:
+                try:
+                    abort_connection(stale)
+                except OSError as exc:
+                    log.error("aborting the connection handed over for %s failed: %s", mountpoint, exc)
+            os.close(fd)
         try:
-            prepare_mountpoint(self.mountpoint)
-            if self.views is not None:
-                prepare_mountpoint(self.views.mountpoint)
-                views_session = Session(self._mount(self.views.mountpoint, "cgroupfs-views"), self.views,
-                                        "cgroupfs-views", wanted_flags=VIEWS_FLAGS)
-                self.views.attach(views_session)
-                views, session = self.views, views_session
-                self.stats.watch_views(lambda: (len(views), views.renders, session.requests_served))
+            prepare_mountpoint(mountpoint)
         except MountError as exc:
             raise StartupError(str(exc)) from None
+        session = Session(self._mount(mountpoint, subtype), filesystem, subtype, wanted_flags=wanted_flags)
+
+        def initialised() -> None:
+            # In the loop, during the handshake: only bookkeeping, then the caller's hook.
+            self._remember(session, mountpoint, mounted_device(mountpoint, subtype))
+            if on_init is not None:
+                on_init()
+
+        session.on_init = initialised
+        return session
+
+    def _can_take_over(self, fd: int, previous: Connection, mountpoint: str, subtype: str) -> bool:
+        """Whether the handed-over `fd` still serves the mount at `mountpoint` and no
+        reader would wait forever on a request the predecessor took with it."""
+        assert self.previous is not None
+        if not is_fuse_device(fd) or previous.mountpoint != mountpoint:
+            log.warning("the descriptor handed over for %s is not its FUSE connection; mounting afresh", mountpoint)
+            return False
+        device = mounted_device(mountpoint, subtype)
+        if device != previous.device:
+            log.warning("%s is no longer the mount of the connection handed over; mounting afresh", mountpoint)
+            return False
+        if self.previous.clean or previous.kernel_flags & fuse_protocol.HAS_RESEND:
+            return True
+        try:
+            waiting = waiting_requests(device)
+        except (OSError, ValueError) as exc:
+            waiting, why = -1, str(exc)
+        else:
+            why = f"{waiting} requests waiting"
+        if waiting == 0:
+            return True
+        # This kernel cannot resend what the dead instance had read: a reader of one of
+        # those requests would wait forever.  End the connection; mount and heal instead.
+        log.warning("%s: the previous instance died with requests in hand and this kernel cannot send them "
+                    "again (%s); aborting the connection, mounting afresh and healing", mountpoint, why)
+        return False
+
+    def _remember(self, session: Session, mountpoint: str, device: str | None) -> None:
+        """Keep the connection where it outlives this process (systemd's fd store), and
+        what a successor needs to serve it, in the state memfd kept beside it."""
+        if device is None or session.minor is None or session.kernel_flags is None:
+            log.warning("%s: cannot tell which connection is mounted; a restart will mount afresh", mountpoint)
+            return
+        self.sessions[session.name] = session
+        self.handoff.connections[session.name] = Connection(session.name, mountpoint, device, session.minor,
+                                                            session.kernel_flags)
+        self._save_handoff()
+        self.notifier.keep_descriptors({STATE_NAME: self.state_file.fd, fuse_name(session.name): session.fd})
+
+    def _save_handoff(self) -> None:
+        if self.views is not None:
+            self.handoff.views = self.views.export()
+        try:
+            self.state_file.save(self.handoff)
+        except OSError as exc:
+            log.warning("keeping the state for a successor failed: %s", exc)
+
+    def run(self) -> None:
+        views_session = None
+        if self.views is not None:
+            views_session = self._connect(self.views.mountpoint, "cgroupfs-views", self.views, VIEWS_FLAGS)
+            if self.previous is not None and "cgroupfs-views" in self.sessions:
+                self.views.restore(self.previous.views)
+            self.views.on_change = self._save_handoff
+            self.views.attach(views_session)
+            views, session_ = self.views, views_session
+            self.stats.watch_views(lambda: (len(views), views.renders, session_.requests_served))
         if self.config.docker_host is not None:
             # The watcher's injections enter containers through this helper process;
             # started now so its own start-up overlaps the mount's.  Not fatal: it is
@@ -168,23 +290,62 @@ class Daemon:
                 DEFAULT_RUNNER.start()
             except OSError as exc:
                 log.warning("cannot start the namespace helper yet (%s); injection will try again", exc)
-        session = Session(self._mount(self.mountpoint, "cgroupfs"), self.operations, "cgroupfs",
-                          wanted_flags=fuse_protocol.ASYNC_READ, on_init=self._on_mounted)
+        session = self._connect(self.mountpoint, "cgroupfs", self.operations, fuse_protocol.ASYNC_READ,
+                                on_init=self._on_mounted)
+        for stale in self.handed.values():
+            os.close(stale)  # handed over but not ours (any more): let them go
+        self.handed.clear()
+        if session.minor is not None:  # taken over: no handshake will come
+            self._on_mounted()
         if views_session is not None:
             # Its own thread: a view is read from the page cache and asks the daemon
             # about once per refresh interval, so this loop is nearly idle.
-            threading.Thread(target=views_session.serve, name="views", daemon=True).start()
+            self.views_thread = threading.Thread(target=views_session.serve, name="views", daemon=True)
+            self.views_thread.start()
+        handing_over = False
         try:
-            serve_in_main_thread(session, self.mountpoint)
+            handing_over = serve_in_main_thread(session, self.mountpoint, handoff_on_sighup=True)
         finally:
-            if views_session is not None and self.views is not None:
-                self.views.stop()
-                views_session.stop()
-                unmount(self.views.mountpoint)
-            log.info("unmounted %s; stopping", self.mountpoint)
-            for component in reversed(self.components):
-                try:
-                    component.stop()
-                except Exception:
-                    log.exception("stopping %s failed", type(component).__name__)
-            DEFAULT_RUNNER.stop()
+            if handing_over:
+                self._hand_over(views_session)
+            self._shut_down(views_session)
+
+    def _hand_over(self, views_session: Session | None) -> None:
+        """SIGHUP: stop between requests, stop the components, and re-execute the
+        installed program with the connections (daemon/handoff.py).  Does not return
+        unless the exec fails (then the daemon shuts down as for SIGTERM)."""
+        if views_session is not None and self.views is not None:
+            self.views.stop()
+            views_session.stop()
+            if self.views_thread is not None:
+                self.views_thread.join(timeout=10)
+        self.notifier.handing_over = True
+        self._stop_components()
+        self.handoff.clean = True
+        self._save_handoff()
+        descriptors = {fuse_name(name): session.fd for name, session in self.sessions.items()}
+        descriptors[STATE_NAME] = self.state_file.fd
+        try:
+            reexec(descriptors, dict(os.environ, **self.notifier.saved_environment))
+        except OSError as exc:
+            log.error("re-executing failed (%s); stopping instead", exc)
+            unmount(self.mountpoint)
+
+    def _stop_components(self) -> None:
+        for component in reversed(self.components):
+            try:
+                component.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(component).__name__)
+        self.components.clear()
+        DEFAULT_RUNNER.stop()
+
+    def _shut_down(self, views_session: Session | None) -> None:
+        if views_session is not None and self.views is not None:
+            self.views.stop()
+            views_session.stop()
+            unmount(self.views.mountpoint)
+        log.info("unmounted %s; stopping", self.mountpoint)
+        # A clean stop: a later start mounts afresh, it does not take these over.
+        self.notifier.forget_descriptors([STATE_NAME, *(fuse_name(name) for name in self.sessions)])
+        self._stop_components()

@@ -23,6 +23,7 @@ Without $NOTIFY_SOCKET (not started by systemd) every method is a no-op.
 
 from __future__ import annotations
 
+import array
 import faulthandler
 import logging
 import os
@@ -156,8 +157,11 @@ class Notifier:
             log.warning("NOTIFY_SOCKET=%s is not a unix socket; not notifying systemd", value)
         self.watchdog_s = watchdog_interval_s(environ, os.getpid()) if self.address else None
         # Like sd_notify(unset_environment=1): forked helpers must not speak for the service.
-        for name in NOTIFY_ENVIRONMENT:
-            environ.pop(name, None)
+        # Kept for a re-executed successor, which is the same service process.
+        self.saved_environment = {name: environ.pop(name) for name in NOTIFY_ENVIRONMENT if name in environ}
+        # Set before stop() when the process re-executes itself: systemd must not
+        # hear STOPPING=1 from a service that goes on.
+        self.handing_over = False
         self.probe = MountProbe(self.mountpoint)
         self._socket: socket.socket | None = None
         self._send_failed = False
@@ -179,9 +183,7 @@ class Notifier:
             return False
         message = "\n".join(assignments).encode("utf-8", "replace")
         try:
-            if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._socket.sendto(message, self.address)
+            self._socket_for_sending().sendto(message, self.address)
         except OSError as exc:
             if not self._send_failed:  # once, not every ping
                 log.warning("cannot notify systemd at %s: %s", self.socket_name, exc.strerror or exc)
@@ -191,6 +193,34 @@ class Notifier:
             log.info("notifying systemd works again")
             self._send_failed = False
         return True
+
+    def _socket_for_sending(self) -> socket.socket:
+        if self._socket is None:
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        return self._socket
+
+    def keep_descriptors(self, descriptors: dict[str, int]) -> bool:
+        """FDSTORE=1: systemd keeps each descriptor, under its name, for the service's
+        next instance (daemon/handoff.py; the unit's FileDescriptorStoreMax=).  A
+        descriptor already in the store is ignored by systemd, so this is idempotent."""
+        if self.address is None:
+            return False
+        kept = True
+        for name, fd in descriptors.items():
+            message = f"FDSTORE=1\nFDNAME={name}".encode()
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
+            try:
+                self._socket_for_sending().sendmsg([message], rights, 0, self.address)
+            except OSError as exc:
+                log.warning("cannot hand %s to systemd's fd store: %s; a restart will mount afresh", name,
+                            exc.strerror or exc)
+                kept = False
+        return kept
+
+    def forget_descriptors(self, names: list[str]) -> None:
+        """FDSTOREREMOVE=1: after a clean stop the next start mounts afresh."""
+        for name in names:
+            self.send("FDSTOREREMOVE=1", f"FDNAME={name}")
 
     def ready(self) -> bool:
         """READY=1 once the mount answers a listing; False (nothing sent) if it never does in time."""
@@ -214,7 +244,7 @@ class Notifier:
         return self.send(f"STATUS={text}")
 
     def stopping(self) -> bool:
-        if self._stopping_sent:
+        if self._stopping_sent or self.handing_over:
             return True
         self._stopping_sent = True
         return self.send("STOPPING=1", f"STATUS=stopping, unmounting {self.mountpoint}")

@@ -60,6 +60,7 @@ class StatsSnapshot:
     views: int = 0                                       # views served now
     view_renders: int = 0                                # view files rendered (at most one per file per interval)
     view_requests: int = 0                               # requests that reached the views connection
+    taken_over: frozenset[str] = frozenset()             # connections this instance took over (daemon/handoff.py)
 
 
 class DaemonStats:
@@ -89,6 +90,7 @@ class DaemonStats:
         self._collector_errors = 0
         # views: read from the Views registry and its session when a snapshot is taken
         self._views_source: Callable[[], tuple[int, int, int]] | None = None
+        self._taken_over: set[str] = set()
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
@@ -109,8 +111,14 @@ class DaemonStats:
                 docker_connected=self._docker_connected,
                 containers_tracked=len(self._containers),
                 collector_errors=self._collector_errors,
+                taken_over=frozenset(self._taken_over),
                 **self._views_counts(),
             )
+
+    def note_takeover(self, connection: str) -> None:
+        """This instance serves `connection` (a FUSE subtype) live from its predecessor."""
+        with self._lock:
+            self._taken_over.add(connection)
 
     def watch_views(self, counts: Callable[[], tuple[int, int, int]]) -> None:
         """`counts()` -> (views, renders, requests), asked at every snapshot."""

@@ -95,6 +95,12 @@ def mount_fuse(source: str, target: str, subtype: str, flags: int, options: str)
     return _errno() if result != 0 else 0
 
 
+def mount_filesystem(source: str, target: str, fstype: str, flags: int = 0, options: str = "") -> int:
+    """mount(2) of a filesystem that needs no device (fusectl): 0 or an errno."""
+    result = _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), flags, options.encode())
+    return _errno() if result != 0 else 0
+
+
 def detach(target: bytes) -> int:
     """umount2(target, MNT_DETACH), a lazy unmount: 0 or an errno."""
     return _errno() if _libc.umount2(target, MNT_DETACH) != 0 else 0

@@ -32,6 +32,7 @@ import re
 import stat
 import threading
 import time
+from collections.abc import Callable
 
 from cgroupfs.cgroups import CgroupPaths, read_proc_cgroup
 from cgroupfs.cgroups.files import parse_cpu_list
@@ -103,6 +104,8 @@ class Views:
         self._read_at: dict[int, float] = {}     # node -> when the kernel last asked READ
         self._getattr_at: dict[int, float] = {}  # node -> when it last asked GETATTR
         self._stopped = threading.Event()
+        # Called after every change of the registry (the daemon keeps it for a successor).
+        self.on_change: Callable[[], None] | None = None
 
     def attach(self, session: Session) -> None:
         """Serve through `session` (the views' Filesystem is `self`); refresh what is
@@ -133,12 +136,40 @@ class Views:
                 self._by_id[view_id] = self._by_number[view.number] = view
         if replaced:
             self._forget(view_id)
+        if existing is None or replaced:
+            self._changed()
         return self.directory(view_id)
 
     def remove(self, view_id: str) -> None:
         """Stop serving a view (its container is gone).  Not from the views loop."""
         if self._drop(view_id):
             self._forget(view_id)
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("keeping the views registry for a successor failed")
+
+    def export(self) -> dict:
+        """The registry, for a successor serving the same connection (daemon/handoff.py):
+        the kernel keeps the node ids it has seen, so the numbers must not change."""
+        with self._lock:
+            return {"next_number": self._next_number,
+                    "views": [{"id": view.id, "number": view.number, "pid": view.pid,
+                               "v1": dict(view.paths.v1), "v2": view.paths.v2} for view in self._by_id.values()]}
+
+    def restore(self, exported: dict) -> None:
+        """Take over a predecessor's registry (export()); its numbers are never reused."""
+        with self._lock:
+            for entry in exported.get("views", []):
+                view = View(str(entry["id"]), int(entry["number"]), CgroupPaths(dict(entry["v1"]), entry["v2"]),
+                            int(entry["pid"]))
+                self._by_id[view.id] = self._by_number[view.number] = view
+            self._next_number = max(self._next_number, int(exported.get("next_number", 1)),
+                                    max(self._by_number, default=0) + 1)
 
     def _drop(self, view_id: str) -> bool:
         with self._lock:
@@ -255,7 +286,8 @@ class Views:
             raise FuseError(errno.ENOSYS)
         return 0, fp.FOPEN_KEEP_CACHE
 
-    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool) -> bytes:
+    def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
+             caller: Caller | None = None) -> bytes:
         view, static = self._view(node)
         if self.host_entries.owns(static):
             relative = self.host_entries.path(static)

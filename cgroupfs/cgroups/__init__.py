@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from cgroupfs.cgroups import v1, v2
-from cgroupfs.cgroups.files import ancestry, read_text, tree_directories
+from cgroupfs.cgroups.files import HeldFiles, ancestry, tree_directories
 from cgroupfs.cgroups.hierarchy import Hierarchy, Mount, discover
 from cgroupfs.cgroups.membership import CgroupPaths, read_proc_cgroup
 from cgroupfs.cgroups.model import CpuStats, CpusetInfo, IoStats, MemoryStats, PressureStats
@@ -29,6 +29,7 @@ class CgroupReader:
     def __init__(self, hierarchy: Hierarchy):
         self.hierarchy = hierarchy
         self._reported_missing: set[str] = set()
+        self._limit_files = HeldFiles()
 
     # -- locating directories -------------------------------------------------
 
@@ -60,7 +61,7 @@ class CgroupReader:
     def limits(self, paths: CgroupPaths, controllers: tuple[str, ...]) -> tuple:
         """The raw text of the cgroup's own limit files for `controllers`.
 
-        Cheap (one small read per file) and compared before a cached text is reused:
+        Cheap (one pread per file, descriptors held) and compared before a cached text is reused:
         runc's init stats our files before runc writes the container's limits, so a
         text rendered then must not be what the container's first instruction reads.
         Only the cgroup's own files: runtimes set limits there, and a parent's change
@@ -72,7 +73,7 @@ class CgroupReader:
                 continue
             version, chain = located
             names = (v1.LIMIT_FILES if version == 1 else v2.LIMIT_FILES)[controller]
-            found.extend(read_text(chain[-1], name) for name in names)
+            found.extend(self._limit_files.read(chain[-1], names))
         return tuple(found)
 
     # -- counters -------------------------------------------------------------

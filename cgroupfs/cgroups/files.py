@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import weakref
+from collections import OrderedDict
 
 from cgroupfs.errors import CgroupGone, ParseError
 
@@ -46,6 +49,73 @@ def read_text(directory: str, name: str) -> str | None:
         return data.decode("ascii")
     except UnicodeDecodeError:
         raise ParseError(f"{directory}/{name}: not ASCII") from None
+
+
+class HeldFiles:
+    """Small control files kept open and read again with pread(2) at offset 0.
+
+    One system call a file instead of four (open, read, read to EOF, close): for the
+    limit files compared before every cached text is reused, which made a cache hit
+    cost more than rendering had saved.  A cgroup file regenerates its text on every
+    read at offset 0 (seq_file), so nothing is stale.  When the cgroup is removed
+    (perhaps made again under the same name: `docker restart`) pread fails with
+    ENODEV; the descriptors are dropped and the files opened again.  Anything unusual
+    falls back to read_text(), whose rules (None, CgroupGone, ParseError) then hold.
+    The texts are returned as bytes: they are compared, never parsed.
+    Bounded: the least recently read directory's descriptors are closed first.  One
+    lock: the per-reader loop, the views thread and the metrics thread all read."""
+
+    _SIZE = 4096  # every limit file is one short line
+
+    def __init__(self, capacity: int = 512):
+        self.capacity = capacity  # directories
+        self._fds: OrderedDict[tuple[str, tuple[str, ...]], list[int]] = OrderedDict()
+        self._lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._fds)
+
+    def read(self, directory: str, names: tuple[str, ...]) -> list[bytes | None]:
+        key = (directory, names)
+        with self._lock:
+            fds = self._fds.get(key)
+            if fds is None:
+                fds = self._open(key)
+            if fds is not None:
+                try:
+                    texts = [os.pread(fd, self._SIZE, 0) for fd in fds]
+                except OSError:
+                    texts = []
+                if texts and all(len(text) < self._SIZE for text in texts):
+                    self._fds.move_to_end(key)
+                    return list(texts)
+                for fd in self._fds.pop(key):
+                    os.close(fd)
+        return [None if text is None else text.encode("ascii") for text in (read_text(directory, n) for n in names)]
+
+    def _open(self, key: tuple[str, tuple[str, ...]]) -> list[int] | None:
+        directory, names = key
+        fds: list[int] = []
+        try:
+            for name in names:
+                fds.append(os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return None  # a missing file (no swap accounting) or a vanished cgroup: read_text() decides
+        self._fds[key] = fds
+        if len(self._fds) > self.capacity:
+            for fd in self._fds.popitem(last=False)[1]:
+                os.close(fd)
+        return fds
+
+    def close(self) -> None:
+        with self._lock:
+            _close_all(self._fds)
+
+
+def _close_all(fds: OrderedDict) -> None:
+    while fds:
+        for fd in fds.popitem()[1]:
+            os.close(fd)
 
 
 def parse_int(text: str, what: str = "value") -> int:
