@@ -286,6 +286,12 @@ class PerReaderFiles:
     def _adopt(self, node: int, fh: int, caller: Caller | None) -> bytes:
         """A READ on a file a predecessor opened (the connection was taken over, its
         handle table was not): the reader gets its content as if it opened it now."""
+        if self.host_entries.owns(node) and fh >> HANDLE_GENERATION_SHIFT != self._generation and caller:
+            relative = self.host_entries.path(node)
+            if caller.uid != 0 and not self.host_entries.world_readable(relative):
+                raise FuseError(errno.EACCES)
+            text = self._host_handles[fh] = self.host_entries.read(relative)
+            return text
         path = self.tree.path(node)
         if fh >> HANDLE_GENERATION_SHIFT == self._generation or caller is None or path not in FILES:
             raise FuseError(errno.EBADF)

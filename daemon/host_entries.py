@@ -2,9 +2,12 @@
 
 Our sys/devices/system/cpu (cgroupfs/table.py HOST_DIRECTORY) shows the host's
 /sys/devices/system/cpu, read-only, minus what files/cpu_directory.py hides.  Every
-host path below it gets a node id of its own, from FIRST_NODE on (the path table's
-nodes are below), the same id for the life of the daemon.  The host tree is
-finite (a few hundred entries per cpu), and the number of ids is bounded anyway.
+host path below it gets a node id of its own: HOST_NODE_BIT (the path table's nodes
+never have it) | a hash of the path in the low LOCAL_BITS bits (views put their
+number in the bits between).  A hash, not a counter, so that a successor that took
+the connection over (daemon/handoff.py) gives every path the id the kernel already
+holds: an id it has not seen yet makes it learn the whole host tree once.  The host
+tree is finite (a few hundred entries per cpu), and the number of ids is bounded.
 
 All I/O is relative to the directory descriptor the HostReader opened at start
 (openat): a mount made later over /sys/devices/system/cpu in the daemon's namespace
@@ -14,17 +17,31 @@ can never route the daemon through its own files.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 
 from cgroupfs_daemon import fuse_protocol as fp
 from cgroupfs_daemon.fuse_session import FuseError
 
-FIRST_NODE = 1 << 10
-MAX_NODES = (1 << 24) - FIRST_NODE  # below views.NODE_STRIDE
+HOST_NODE_BIT = 1 << 62
+LOCAL_BITS = 36
+_LOCAL_MASK = (1 << LOCAL_BITS) - 1
+MAX_NODES = 1 << 22
 _READ_LIMIT = 1 << 20  # sysfs attributes are at most a page; bin attributes are not passed through
 
 _KINDS = {stat.S_IFDIR: fp.DT_DIR, stat.S_IFREG: fp.DT_REG, stat.S_IFLNK: fp.DT_LNK}
+
+
+def with_view(node: int, number: int) -> int:
+    """A host entry's node id inside view `number` (views.py)."""
+    return node | number << LOCAL_BITS
+
+
+def split_view(node: int) -> tuple[int, int]:
+    """(view number, the host entry's node id) of a node made by with_view()."""
+    number = (node & ~HOST_NODE_BIT) >> LOCAL_BITS
+    return number, node & ~(number << LOCAL_BITS)
 
 
 class HostEntries:
@@ -32,10 +49,11 @@ class HostEntries:
         self.directory_fd = directory_fd
         self._node_of: dict[str, int] = {}
         self._path_of: dict[int, str] = {}
+        self._learned_all = False
 
     @staticmethod
     def owns(node: int) -> bool:
-        return FIRST_NODE <= node < FIRST_NODE + MAX_NODES
+        return bool(node & HOST_NODE_BIT)
 
     def node(self, relative: str) -> int:
         """The node id of a host path (the connection's one loop thread asks)."""
@@ -43,16 +61,39 @@ class HostEntries:
         if node is None:
             if len(self._node_of) >= MAX_NODES:
                 raise FuseError(errno.ENOMEM)
-            node = FIRST_NODE + len(self._node_of)
+            digest = int.from_bytes(hashlib.blake2b(os.fsencode(relative), digest_size=8).digest(), "big")
+            local = digest & _LOCAL_MASK or 1
+            while HOST_NODE_BIT | local in self._path_of:  # a collision (rare): the next free id
+                local = local % _LOCAL_MASK + 1
+            node = HOST_NODE_BIT | local
             self._node_of[relative] = node
             self._path_of[node] = relative
         return node
 
     def path(self, node: int) -> str:
-        try:
-            return self._path_of[node]
-        except KeyError:
-            raise FuseError(errno.ENOENT) from None
+        relative = self._path_of.get(node)
+        if relative is None and not self._learned_all:
+            self._learn_all()  # an id a predecessor gave out
+            relative = self._path_of.get(node)
+        if relative is None:
+            raise FuseError(errno.ENOENT)
+        return relative
+
+    def _learn_all(self) -> None:
+        """Give every host path its id (the same as a predecessor's, but where two paths'
+        hashes collided: rare, and then possibly the other way round)."""
+        self._learned_all = True
+        pending = [""]
+        found: list[str] = []
+        while pending and len(found) < MAX_NODES:
+            directory = pending.pop()
+            for name, kind in self.children(directory):
+                relative = f"{directory}/{name}" if directory else name
+                found.append(relative)
+                if kind == fp.DT_DIR:
+                    pending.append(relative)
+        for relative in sorted(found):
+            self.node(relative)
 
     def lstat(self, relative: str) -> os.stat_result:
         try:
@@ -92,7 +133,7 @@ class HostEntries:
             raise FuseError(exc.errno or errno.ENOENT) from None
         try:
             with os.scandir(fd) as entries:
-                found = []
+                found: list[tuple[str, int]] = []
                 for entry in entries:
                     mode = entry.stat(follow_symlinks=False).st_mode
                     found.append((entry.name, _KINDS.get(stat.S_IFMT(mode), fp.DT_REG)))

@@ -42,17 +42,18 @@ from cgroupfs.table import DIRECTORIES, FILES
 from cgroupfs_daemon import fuse_protocol as fp
 from cgroupfs_daemon.fuse_files import HOST_ENTRY_TIMEOUT_S, HOST_ONLINE, StaticTree, host_child, host_listing
 from cgroupfs_daemon.fuse_session import Caller, Entry, FuseError, Session
-from cgroupfs_daemon.host_entries import FIRST_NODE, MAX_NODES, HostEntries
+from cgroupfs_daemon.host_entries import HOST_NODE_BIT, HostEntries, split_view, with_view
 
 log = logging.getLogger(__name__)
 
 # Container ids as runtimes write them (Docker: 64 hex digits; others: names).
 VIEW_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 # A view's node ids: view number * NODE_STRIDE + the node's id in the static tree
-# (its directory is static node 1) or of a host entry of the cpu directory
-# (host_entries.py).  Numbers are never reused, so a node id held by the kernel can
-# never name another container's file.
-NODE_STRIDE = 1 << 24
+# (its directory is static node 1); for a host entry of the cpu directory, its id
+# with the view number in the bits above the entry's (host_entries.with_view).
+# Numbers are never reused, so a node id held by the kernel can never name another
+# container's file.
+NODE_STRIDE = 64
 # How long the kernel may remember that a container's directory exists (or not).
 VIEW_ENTRY_TIMEOUT_S = 1.0
 STATIC_TIMEOUT_S = 3600.0
@@ -60,7 +61,7 @@ STATIC_TIMEOUT_S = 3600.0
 READ_ACTIVE_S = 10.0
 
 _TREE = StaticTree()
-assert len(_TREE.path_of) < FIRST_NODE and FIRST_NODE + MAX_NODES <= NODE_STRIDE
+assert len(_TREE.path_of) < NODE_STRIDE
 
 
 @dataclasses.dataclass
@@ -192,7 +193,7 @@ class Views:
         return len(self._by_id)
 
     def _view(self, node: int) -> tuple[View, int]:
-        number, static = divmod(node, NODE_STRIDE)
+        number, static = split_view(node) if node & HOST_NODE_BIT else divmod(node, NODE_STRIDE)
         with self._lock:
             view = self._by_number.get(number)
         if view is None:
@@ -227,7 +228,7 @@ class Views:
         view, static = self._view(parent)
         relative = host_child(_TREE, self.host_entries, static, name, lambda: self.visible_cpus(view))
         if relative is not None:
-            node = view.number * NODE_STRIDE + self.host_entries.node(relative)
+            node = with_view(self.host_entries.node(relative), view.number)
             attributes, timeout_s = self.getattr(node, None, caller)
             # which cpuN directories exist follows the view's limits: valid one interval
             return Entry(attributes, self.interval_s if "/" not in relative else HOST_ENTRY_TIMEOUT_S, timeout_s)
@@ -266,9 +267,10 @@ class Views:
                 views = list(self._by_id.values())
             return [(view.id, view.number * NODE_STRIDE + fp.ROOT_ID, fp.DT_DIR) for view in views]
         view, static = self._view(node)
-        base = view.number * NODE_STRIDE
         listing = host_listing(_TREE, self.host_entries, static, lambda: self.visible_cpus(view))
-        return [(name, base + child, kind) for name, child, kind in (listing or _TREE.children(static))]
+        return [(name, with_view(child, view.number) if self.host_entries.owns(child)
+                 else view.number * NODE_STRIDE + child, kind)
+                for name, child, kind in (listing or _TREE.children(static))]
 
     def readlink(self, node: int) -> bytes:
         _view, static = self._view(node)
