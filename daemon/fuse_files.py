@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 ENTRY_TIMEOUT_S = 3600.0
 DIRECTORY_ATTR_TIMEOUT_S = 3600.0
 
-# The host's entries in the cpu directory: their names and types do not change, but
-# which cpuN directories exist depends on the reader, so those names are looked up
-# again on every path walk (timeout 0).
+# How long the kernel may keep the names of the host's entries below the cpu
+# directory, and the attributes of their directories and links (a file's are never
+# kept: its size is its text's).  The cpu directory's own entries are looked up
+# again on every path walk (timeout 0): which cpuN exist depends on the reader.
 HOST_ENTRY_TIMEOUT_S = 1.0
 HOST_ONLINE = f"{HOST_DIRECTORY}/online"
 
