@@ -121,7 +121,8 @@ install: deps-run
 		systemctl daemon-reload; \
 		if [ "$$(systemctl show -P FragmentPath cgroupfs.service)" = "$(UNIT_FILE)" ] \
 		   && systemctl is-active -q cgroupfs.service; then \
-			systemctl restart cgroupfs.service; echo "restarted cgroupfs.service"; fi; \
+			systemctl reload cgroupfs.service; \
+			echo "reloaded cgroupfs.service: the new version took the live mounts over"; fi; \
 	fi; \
 	echo; echo "Enable and start it with:  systemctl enable --now cgroupfs"
 
@@ -155,7 +156,7 @@ uninstall:
 # packages, pyproject.toml's dependencies) changes.  Exit code 100 means the
 # VM itself failed (it says "VM infrastructure failure"), 124 that V2_TIMEOUT ran out.
 V2_HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod python3-venv
-V2_TEST_PATHS    ?= $(wildcard tests/vm tests/integration tests/docker tests/metrics)
+V2_TEST_PATHS    ?= $(wildcard tests/vm tests/integration tests/docker tests/metrics tests/service/test_handoff.py)
 # Tests marked `heavy` (load that does not depend on the cgroup version) run on the host
 # lane only, and the first-instruction race is repeated 20 times instead of 60: the lane
 # has to fit CI's budget (each `docker run` costs ~9 s under emulation).

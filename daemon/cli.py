@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 
@@ -101,6 +102,10 @@ def configure_logging(level: str) -> None:
 
 
 def cmd_daemon(args) -> int:
+    # A reload (SIGHUP) while starting waits until the daemon serves, instead of killing
+    # it (the default action): serve_in_main_thread() unblocks it.  A re-executed
+    # daemon starts with it blocked already: the mask, and a pending SIGHUP, survive exec.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     from cgroupfs_daemon.main import Daemon, DaemonConfig, StartupError
 
     configure_logging(args.log_level)

@@ -352,12 +352,16 @@ def serve_in_main_thread(session: Session, mountpoint: str, *, handoff_on_sighup
 
     previous = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_handoff if handoff_on_sighup else _raise_stopped)
+    # Held back while starting (cgroupfs_daemon.cli); one that came meanwhile arrives now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:
         session.serve()
     except Stopped as stop:
         handoff = False
         log.info("%s: %s received", session.name, stop)
     finally:
+        # From here to the successor's serve(), a SIGHUP waits (the mask survives exec).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if handoff:

@@ -140,6 +140,7 @@ class Daemon:
             views_mountpoint = os.path.abspath(config.views_mountpoint or self.mountpoint.rstrip("/") + "-views")
             self.views = Views(self.server, views_mountpoint, interval_s=config.cache_ttl_s)
         self.sessions: dict[str, Session] = {}  # subtype -> its connection
+        self._startup: threading.Thread | None = None  # starts the components once serving
         self.views_thread: threading.Thread | None = None
         # Started once the mount answers, stopped in reverse order.
         self.components: list = [self.sampler]
@@ -166,7 +167,8 @@ class Daemon:
 
     def _on_mounted(self) -> None:
         # Called inside the FUSE loop during the handshake: must not block it.
-        threading.Thread(target=self._start_components, name="startup", daemon=True).start()
+        self._startup = threading.Thread(target=self._start_components, name="startup", daemon=True)
+        self._startup.start()
 
     def _start_components(self) -> None:
         self.mounted.set()
@@ -332,6 +334,9 @@ class Daemon:
             unmount(self.mountpoint)
 
     def _stop_components(self) -> None:
+        if self._startup is not None:
+            # A stop or a handoff right after the start: let every component finish starting first.
+            self._startup.join(timeout=30)
         for component in reversed(self.components):
             try:
                 component.stop()

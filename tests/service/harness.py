@@ -1,7 +1,10 @@
 """A real notify socket and a real daemon subprocess, cleaned up whatever happens.
 
 NotifyListener plays systemd's side of sd_notify(3): an AF_UNIX datagram socket
-with SO_PASSCRED, so every message carries the sender's pid as the kernel saw it.
+with SO_PASSCRED, so every message carries the sender's pid as the kernel saw it,
+and the file descriptor store (FDSTORE=1 / FDSTOREREMOVE=1 with FDNAME=); a
+ServiceDaemon started with `handed=` gets those back as systemd hands them to a
+restarted service (LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID; fds from 3 on).
 ServiceDaemon runs `python -m cgroupfs_daemon.cli daemon` the way the unit does (the
 environment systemd would set: NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID), with
 its settings and state file in the test's directory, never the host's.
@@ -9,6 +12,8 @@ its settings and state file in the test's directory, never the host's.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import signal
 import socket
@@ -24,6 +29,9 @@ from testbed.daemon_process import detach_daemon_mounts
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_FD = array.array("i")
+# Where the stand-in fd store keeps its copies: above anything a daemon is handed.
+_STORE_FDS_FROM = 1000
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class NotifyListener:
         self.socket.bind("\0" + address[1:] if address.startswith("@") else address)
         self.socket.settimeout(0.05)
         self.messages: list[Message] = []
+        self.stored: dict[str, int] = {}  # the fd store: FDNAME -> our copy of the descriptor
         self._changed = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._receive, daemon=True)
@@ -60,19 +69,52 @@ class NotifyListener:
     def _receive(self) -> None:
         while not self._closed:
             try:
-                data, ancillary, _, _ = self.socket.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
+                data, ancillary, _, _ = self.socket.recvmsg(
+                    4096, socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(16 * _FD.itemsize))
             except TimeoutError:
                 continue
             except OSError:
                 return
             pid = 0
+            fds: list[int] = []
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = _UCRED.unpack(payload[:_UCRED.size])[0]
+                elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received = array.array("i")
+                    received.frombytes(payload[:len(payload) - len(payload) % _FD.itemsize])
+                    fds.extend(received)
             message = Message(time.monotonic(), pid, tuple(data.decode().split("\n")))
             with self._changed:
+                self._store(message, fds)
                 self.messages.append(message)
                 self._changed.notify_all()
+
+    def _store(self, message: Message, fds: list[int]) -> None:
+        """What systemd does with FDSTORE=1 and FDSTOREREMOVE=1 (one name, newest kept).
+        Our copies sit above the fds a restarted daemon gets, so placing those is simple."""
+        name = message.value("FDNAME") or "stored"
+        if message.has("FDSTORE=1"):
+            for fd in fds:
+                if name in self.stored:
+                    os.close(self.stored.pop(name))
+                self.stored[name] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _STORE_FDS_FROM)
+                os.close(fd)
+            return
+        for fd in fds:
+            os.close(fd)
+        if message.has("FDSTOREREMOVE=1") and name in self.stored:
+            os.close(self.stored.pop(name))
+
+    def wait_stored(self, names: set[str], timeout: float) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not names <= set(self.stored):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"the fd store has {sorted(self.stored)}, not {sorted(names)}")
+                self._changed.wait(remaining)
+            return dict(self.stored)
 
     def wait_for(self, line: str, timeout: float, after: float = 0.0) -> Message:
         """The first message received after `after` (monotonic) that has `line`."""
@@ -100,6 +142,9 @@ class NotifyListener:
         self._closed = True
         self._thread.join(timeout=2)
         self.socket.close()
+        for fd in self.stored.values():
+            os.close(fd)
+        self.stored.clear()
         if not self.name.startswith("@"):
             try:
                 os.unlink(self.name)
@@ -155,15 +200,31 @@ class ServiceDaemon:
         self.process: subprocess.Popen | None = None
         self.readers: list[subprocess.Popen] = []
 
-    def start(self) -> ServiceDaemon:
+    def start(self, handed: dict[str, int] | None = None) -> ServiceDaemon:
+        """Start; with `handed` (name -> fd, e.g. a NotifyListener's store), as systemd
+        restarts a service with a file descriptor store."""
         args = self.args
+        env = dict(self.env)
         if self.watchdog_pid_self:
             # systemd sets WATCHDOG_PID to the main pid, known only once forked: the shell
             # exports its own pid and execs the daemon, which keeps that pid.
             args = ["/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh", *args]
+        place = None
+        if handed:
+            args = ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "sh", *args]
+            env.update(LISTEN_FDS=str(len(handed)), LISTEN_FDNAMES=":".join(handed))
+            sources = list(handed.values())
+
+            def place() -> None:  # in the child: the store's copies at 3, 4, ... (sd_listen_fds)
+                for index, fd in enumerate(sources):
+                    os.dup2(fd, 3 + index)
+
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                        cwd=self.cwd)
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                        cwd=self.cwd, preexec_fn=place,
+                                        # dup2() leaves the placed copies inheritable; Python's
+                                        # own descriptors are close-on-exec anyway.
+                                        close_fds=place is None)
         return self
 
     @property

@@ -20,7 +20,7 @@ import pytest
 
 from tests.service.conftest import require
 from tests.service.harness import REPO, is_fuse_mounted
-from tests.service.test_unit_file import exec_stop_post, unit_settings
+from tests.service.test_unit_file import unit_settings
 from tests.service.unit_sandbox import capability_mask
 
 UNIT = os.path.join(REPO, "systemd", "cgroupfs.service")
@@ -92,15 +92,19 @@ def test_without_cap_sys_admin_nothing_mounts(daemons):
     assert "Traceback" not in daemon.log(), daemon.log()
 
 
-def test_exec_stop_post_works_under_the_units_restrictions(devices_cgroup, daemons):
+def test_a_reload_hands_over_under_the_units_restrictions(devices_cgroup, daemons):
+    """SIGHUP re-executes with the connections and the state memfd (memfd_create,
+    pread/pwrite, fcntl, execve) inside the unit's system-call filter and capabilities."""
     daemon = daemons(command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", devices_cgroup=devices_cgroup))
     daemon.wait_serving()
-    daemon.process.send_signal(signal.SIGKILL)
-    daemon.process.wait(timeout=10)
-    assert is_fuse_mounted(daemon.mountpoint)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CGROUPFS_MOUNTPOINT": daemon.mountpoint}
-    subprocess.run(sandboxed(*exec_stop_post(UNIT_TEXT)), env=env, check=True, timeout=30, cwd=REPO)
-    assert not is_fuse_mounted(daemon.mountpoint)
+    os.kill(daemon.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while daemon.log().count("took over the live connection at") < 2:
+        assert daemon.process.poll() is None and time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+    with open(os.path.join(daemon.mountpoint, "proc/meminfo"), "rb") as f:
+        assert f.read().startswith(b"MemTotal:")
+    assert "Traceback" not in daemon.log() and "EPERM" not in daemon.log(), daemon.log()
 
 
 # -- injection into Docker containers, under the same restrictions ---------------------------
