@@ -257,3 +257,38 @@ def test_concurrent_sendfile_readers_in_two_cgroups_never_mix(mnt, make_cgroup):
         out, _ = process.communicate(timeout=120)
         totals = {int(line.split()[1]) for line in out.decode().splitlines()}
         assert totals == ({15360} if cgroup is small else {65536}), totals
+
+
+def test_a_cpu_quota_only_cgroup_gets_its_parents_memory_limit_and_cpus(mnt, make_cgroup, hierarchy):
+    """A systemd unit with CPUQuota= and nothing else, under a slice with a memory limit
+    and a cpuset.  On cgroup v2 the unit's parent enables only `cpu` for it, so it has no
+    memory.* or cpuset.* files (the view once fell back to the host's wholesale); on v1
+    every cgroup has every file.  Either way: the slice's limit, the slice's cpus."""
+    require(os.cpu_count() >= 2, "needs a second cpu for the slice's cpuset")
+    last = max(os.sched_getaffinity(0))
+    slice_ = make_cgroup()
+    slice_.set_memory_limit(48 * MIB)
+    slice_.set_cpus(str(last))
+    command = ["cat", f"{mnt}/proc/meminfo", f"{mnt}/sys/devices/system/cpu/online"]
+    if slice_.is_v2("cpu"):
+        service = os.path.join(slice_.dir("cpu"), "quota.service")
+        with open(os.path.join(slice_.dir("cpu"), "cgroup.subtree_control"), "w") as f:
+            f.write("+cpu")
+        os.mkdir(service)
+        assert not os.path.exists(os.path.join(service, "memory.max"))  # the case under test
+        with open(os.path.join(service, "cpu.max"), "w") as f:
+            f.write("50000 100000")
+
+        def enter():  # the slice itself may hold no process now: straight into the service
+            with open(os.path.join(service, "cgroup.procs"), "w") as procs:
+                procs.write(str(os.getpid()))
+
+        result = subprocess.run(command, preexec_fn=enter, capture_output=True, timeout=30)
+    else:
+        service_cgroup = slice_.child("quota.service")
+        service_cgroup.set_cpu_quota(50_000, 100_000)
+        result = service_cgroup.run(command, timeout=30)
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert kb(text, "MemTotal") == 48 * 1024
+    assert text.splitlines()[-1] == str(last)
