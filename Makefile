@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 # System packages, one list per purpose (Debian names).
 RUN_PACKAGES   := fuse3 libfuse3-3 python3-venv
-TEST_PACKAGES  := $(RUN_PACKAGES) docker.io busybox-static prometheus systemd util-linux procps
+TEST_PACKAGES  := $(RUN_PACKAGES) docker.io busybox-static prometheus prometheus-node-exporter systemd util-linux procps
 BENCH_PACKAGES := $(TEST_PACKAGES) lxcfs
 
 VENV_STAMP := $(VENV)/.installed

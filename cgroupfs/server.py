@@ -130,7 +130,7 @@ class ContentServer:
         except (ProcessGone, ParseError) as exc:
             # Nobody to tailor the file for: the host's file is the honest answer.
             self._fallback(path, "unresolved", exc)
-            return self.host.raw(virtual.host_name)
+            return self._host_text(virtual)
         try:
             return self._content_for(virtual, pid, paths, now)
         except CgroupGone:
@@ -142,18 +142,18 @@ class ContentServer:
                 return self._content_for(virtual, pid, paths, now)
             except (ProcessGone, ParseError, CgroupGone) as exc:
                 self._fallback(path, "cgroup_gone", exc)
-                return self.host.raw(virtual.host_name)
+                return self._host_text(virtual)
         except ProcessGone as exc:
             self._fallback(path, "process_gone", exc)
-            return self.host.raw(virtual.host_name)
+            return self._host_text(virtual)
         except ParseError as exc:
             self._fallback(path, "parse_error", exc, warn=True)
-            return self.host.raw(virtual.host_name)
+            return self._host_text(virtual)
         except OSError as exc:
             # A counter file the kernel refuses to read (EIO, EISDIR, ...): like a parse
             # error, the host's file and one log line, not EIO and a traceback per read.
             self._fallback(path, "read_error", exc, warn=True)
-            return self.host.raw(virtual.host_name)
+            return self._host_text(virtual)
 
     def _content_for(self, virtual: VirtualFile, pid: int, paths: CgroupPaths, now: float) -> bytes:
         """The text for a reader in `paths`, from the cache when still valid.
@@ -164,7 +164,7 @@ class ContentServer:
         computed from (a container's birth: runc's init stats our files before runc
         writes the limits).  Raises CgroupGone, ProcessGone, ParseError, OSError."""
         if self.cgroups.is_root(paths):
-            return self.host.raw(virtual.host_name)
+            return self._host_text(virtual)
         self.observer.note_served(paths)
         key: tuple = (virtual.path, paths.key())
         if virtual.per_namespace:
@@ -202,7 +202,11 @@ class ContentServer:
             self._fallback(path, "parse_error", exc, warn=True)
         except OSError as exc:
             self._fallback(path, "read_error", exc, warn=True)
-        return limits, self.host.raw(virtual.host_name)
+        return limits, self._host_text(virtual)
+
+    def _host_text(self, virtual: VirtualFile) -> bytes:
+        """What a host reader gets, and any reader we cannot tailor the file for."""
+        return virtual.host_substitute() if virtual.host_substitute else self.host.raw(virtual.host_name)
 
     def _sources(self, pid: int, paths: CgroupPaths) -> ReaderSources:
         return ReaderSources(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cgroupfs.cgroups import CgroupPaths, CgroupReader
-from cgroupfs.cgroups.model import CpuStats, CpusetInfo, IoStats, MemoryStats
+from cgroupfs.cgroups.model import CpuStats, CpusetInfo, IoStats, MemoryStats, PressureStats
 from cgroupfs.errors import ParseError, ProcessGone
 from cgroupfs.files.visible_cpus import visible_cpus
 from cgroupfs.host import HostReader
@@ -129,6 +129,12 @@ class ReaderSources:
 
     def io(self) -> IoStats | None:
         return self._once("io", lambda: self.cgroups.io(self.paths))
+
+    def pressure(self, resource: str) -> PressureStats | None:
+        return self._once(f"pressure/{resource}", lambda: self.cgroups.pressure(self.paths, resource))
+
+    def slab_caches(self) -> tuple[str, ...] | None:
+        return self.cgroups.slab_caches(self.paths)
 
     def visible_cpus(self) -> tuple[int, ...]:
         return self._once("visible", lambda: visible_cpus(

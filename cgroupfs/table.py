@@ -8,10 +8,23 @@ ReaderSources and calls the pure renderer; when the cgroup has nothing to say
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cgroupfs.files import cpu_online, cpuinfo, diskstats, loadavg, meminfo, stat, swaps, uptime
+from cgroupfs.files import (
+    cpu_online,
+    cpuinfo,
+    diskstats,
+    loadavg,
+    meminfo,
+    pressure,
+    slabinfo,
+    stat,
+    swaps,
+    uptime,
+    vmstat,
+)
 from cgroupfs.files.capacity import cpu_capacity
 from cgroupfs.sources import ReaderSources
 
@@ -26,6 +39,9 @@ class VirtualFile:
     # Controllers whose limits shape the text: a cached text is reused only while the
     # cgroup's limit files still read as they did when it was rendered.
     limits: tuple[str, ...] = ()
+    # The text served instead of the host's file (to host readers, and when the
+    # cgroup cannot be read), for a host file that must not be passed on.
+    host_substitute: Callable[[], bytes] | None = None
 
 
 def _meminfo(s: ReaderSources) -> bytes:
@@ -85,6 +101,25 @@ def _cpu_online(s: ReaderSources) -> bytes:
     return cpu_online.render(s.visible_cpus())
 
 
+def _vmstat(s: ReaderSources) -> bytes:
+    memory = s.memory()
+    if memory is None:
+        return s.host.raw("vmstat")
+    return vmstat.render(s.host.vmstat(), memory, s.host.meminfo().kb("MemTotal") * 1024, mmap.PAGESIZE)
+
+
+def _slabinfo(s: ReaderSources) -> bytes:
+    return slabinfo.render(s.slab_caches())
+
+
+def _pressure(resource: str) -> Callable[[ReaderSources], bytes]:
+    def render(s: ReaderSources) -> bytes:
+        stats = s.pressure(resource)
+        # No unified cgroup (a pure v1 host): the host's, like any counter we lack.
+        return s.host.raw(f"pressure/{resource}") if stats is None else pressure.render(stats)
+    return render
+
+
 _MEMORY = ("memory",)
 _CPUS = ("cpu", "cpuset")  # the visible cpus: cpuset, capped by the quota
 
@@ -95,12 +130,25 @@ FILES: dict[str, VirtualFile] = {
         VirtualFile("proc/diskstats", "diskstats", _diskstats),
         VirtualFile("proc/loadavg", "loadavg", _loadavg, per_namespace=True),  # last_pid
         VirtualFile("proc/meminfo", "meminfo", _meminfo, limits=_MEMORY),
+        VirtualFile("proc/pressure/cpu", "pressure/cpu", _pressure("cpu")),
+        VirtualFile("proc/pressure/io", "pressure/io", _pressure("io")),
+        VirtualFile("proc/pressure/memory", "pressure/memory", _pressure("memory")),
+        # /proc/slabinfo is root's only: the host's list (the kernel's heap layout)
+        # is never passed on, see files/slabinfo.py.
+        VirtualFile("proc/slabinfo", "slabinfo", _slabinfo, host_substitute=lambda: slabinfo.render(None)),
         VirtualFile("proc/stat", "stat", _stat, limits=_CPUS),
         VirtualFile("proc/swaps", "swaps", _swaps, limits=_MEMORY),
         VirtualFile("proc/uptime", "uptime", _uptime, per_namespace=True, limits=_CPUS),
+        VirtualFile("proc/vmstat", "vmstat", _vmstat, limits=_MEMORY),
         VirtualFile("sys/devices/system/cpu/online", "online", _cpu_online, limits=_CPUS),
+        VirtualFile("sys/devices/system/cpu/possible", "possible", _cpu_online, limits=_CPUS),
+        VirtualFile("sys/devices/system/cpu/present", "present", _cpu_online, limits=_CPUS),
     )
 }
+
+# The one directory whose other entries are the host's own, passed through (see
+# files/cpu_directory.py): relative path -> the host directory (HostReader.cpu_directory_fd).
+HOST_DIRECTORY = "sys/devices/system/cpu"
 
 # Every directory on the way to a file ("" is the root).
 DIRECTORIES: dict[str, list[str]] = {"": []}

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Mapping
 
-from cgroupfs.table import FILES
+from cgroupfs.table import DIRECTORIES, FILES, HOST_DIRECTORY
 from cgroupfs_daemon.config import ConfigError, read_settings, settle_exclusive
 from cgroupfs_daemon.options import (
     DEFAULT_DOCKER_HOST,
@@ -34,12 +34,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def file_name(value: str) -> str:
-    """`show` accepts "meminfo", "proc/meminfo", "/proc/meminfo" or "cpu/online"."""
+    """`show` accepts "meminfo", "proc/meminfo", "/proc/meminfo" or "cpu/online", and the
+    cpu directory "sys/devices/system/cpu" (its entries, one per line)."""
     cleaned = value.strip("/")
+    if cleaned == HOST_DIRECTORY:
+        return cleaned
     for path in FILES:
         if cleaned == path or path.endswith("/" + cleaned) or path.split("/")[-1] == cleaned:
             return path
-    raise argparse.ArgumentTypeError(f"unknown file {value!r}; choose from: " + ", ".join(FILES))
+    raise argparse.ArgumentTypeError(f"unknown file {value!r}; choose from: " + ", ".join([*FILES, HOST_DIRECTORY]))
 
 
 def build_parser(configured: Mapping[str, object] | None = None) -> argparse.ArgumentParser:
@@ -52,7 +55,9 @@ def build_parser(configured: Mapping[str, object] | None = None) -> argparse.Arg
     add_options(daemon, OPTIONS, configured)
 
     show = sub.add_parser("show", help="print what a process or container would read, without FUSE")
-    show.add_argument("file", type=file_name, help="meminfo, cpuinfo, stat, diskstats, uptime, loadavg, swaps, online")
+    show.add_argument("file", type=file_name, help="meminfo, cpuinfo, stat, diskstats, uptime, loadavg, swaps, "
+                      "vmstat, slabinfo, pressure/cpu, pressure/memory, pressure/io, online, possible, present, "
+                      "or sys/devices/system/cpu (the entries it lists)")
     target = show.add_mutually_exclusive_group()
     target.add_argument("--pid", type=int, default=None)
     target.add_argument("--container", default=None, help="Docker container name or id")
@@ -147,11 +152,25 @@ def cmd_show(args) -> int:
     try:
         options = Options(cap_cpus_by_quota=not args.no_cpu_quota_cap, host_uptime=args.uptime == "host")
         server = ContentServer(options=options, cache_ttl_s=0)
-        sys.stdout.buffer.write(server.content(args.file, pid))
+        if args.file == HOST_DIRECTORY:
+            sys.stdout.write("".join(f"{name}\n" for name in cpu_directory_listing(server, pid)))
+        else:
+            sys.stdout.buffer.write(server.content(args.file, pid))
     except (CgroupfsError, OSError) as exc:
         print(f"cgroupfs: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def cpu_directory_listing(server, pid: int) -> list[str]:
+    """The names `pid` finds in the cpu directory: ours, and the host's it is shown."""
+    from cgroupfs.cgroups.files import parse_cpu_list
+    from cgroupfs.files.cpu_directory import shows
+
+    visible = parse_cpu_list(server.content(f"{HOST_DIRECTORY}/online", pid).decode("ascii", "replace"))
+    ours = tuple(DIRECTORIES[HOST_DIRECTORY])
+    host = [name for name in os.listdir(f"/{HOST_DIRECTORY}") if shows(name, visible, ours)]
+    return sorted([*ours, *host])
 
 
 def cmd_flags(args) -> int:

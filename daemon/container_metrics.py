@@ -78,6 +78,12 @@ CONTAINER_METRICS: tuple[tuple[str, str, str, tuple[str, ...], Values], ...] = (
      _memory(lambda m: m.swap_usage_bytes or 0)),
     ("container_spec_memory_limit_bytes", "gauge", "Memory limit for the container (0: unlimited).", (),
      _memory(spec_memory_limit_bytes)),
+    # memory.stat's page faults (v1 total_pgfault/total_pgmajfault): the cgroup's and its
+    # descendants', cAdvisor's scope="hierarchy"; the same counters as /proc/vmstat's.
+    ("container_memory_failures_total", "counter", "Cumulative count of memory allocation failures.",
+     ("failure_type", "scope"),
+     lambda s: [((name, "hierarchy"), value) for name, value in s.memory.vm_events
+                if name in ("pgfault", "pgmajfault")] if s.memory is not None else []),
     ("container_oom_events_total", "counter", "Count of out of memory events observed for the container", (),
      lambda s: [((), s.memory.oom_kill_count)] if s.memory and s.memory.oom_kill_count is not None else []),
     ("container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds.", ("cpu",),

@@ -11,13 +11,15 @@ import shutil
 import sys
 
 from cgroupfs.layout import CONTAINER_TARGETS, docker_volume_flags
+from cgroupfs.table import DIRECTORIES
 from cgroupfs_daemon.options import DEFAULT_DOCKER_HOST
 
 
 def missing_sources(mountpoint: str) -> list[str]:
-    """The files under `mountpoint` that do not exist (the daemon is not serving there)."""
+    """The files (and the cpu directory) under `mountpoint` that do not exist (the daemon
+    is not serving there)."""
     return [relative for relative in CONTAINER_TARGETS
-            if not os.path.isfile(os.path.join(mountpoint, relative))]
+            if not (os.path.isdir if relative in DIRECTORIES else os.path.isfile)(os.path.join(mountpoint, relative))]
 
 
 def _not_serving_message(mountpoint: str) -> str:

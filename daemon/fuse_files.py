@@ -28,12 +28,17 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from typing import Protocol
 
+from cgroupfs.cgroups.files import parse_cpu_list
+from cgroupfs.errors import ParseError
+from cgroupfs.files.cpu_directory import shows
 from cgroupfs.server import ContentServer
-from cgroupfs.table import DIRECTORIES, FILES
+from cgroupfs.table import DIRECTORIES, FILES, HOST_DIRECTORY
 from cgroupfs_daemon import fuse_protocol as fp
 from cgroupfs_daemon.fuse_session import Caller, Entry, FuseError
+from cgroupfs_daemon.host_entries import HostEntries
 from cgroupfs_daemon.syscalls import thread_of
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,13 @@ log = logging.getLogger(__name__)
 # change with every reader, so file attributes are not cached (see st_size above).
 ENTRY_TIMEOUT_S = 3600.0
 DIRECTORY_ATTR_TIMEOUT_S = 3600.0
+
+# How long the kernel may keep the names of the host's entries below the cpu
+# directory, and the attributes of their directories and links (a file's are never
+# kept: its size is its text's).  The cpu directory's own entries are looked up
+# again on every path walk (timeout 0): which cpuN exist depends on the reader.
+HOST_ENTRY_TIMEOUT_S = 1.0
+HOST_ONLINE = f"{HOST_DIRECTORY}/online"
 
 # st_size when the length cannot be known (a stat by the daemon itself): larger than
 # any rendered file (cpuinfo, the largest, is ~1.4 KB per cpu).
@@ -104,7 +116,39 @@ class StaticTree:
     def directory_attributes(self, node: int, mtime_ns: int) -> fp.Attributes:
         path = self.path(node)
         subdirectories = sum(1 for name in DIRECTORIES[path] if (f"{path}/{name}" if path else name) in DIRECTORIES)
-        return fp.Attributes(node, stat.S_IFDIR | 0o555, nlink=2 + subdirectories, mtime_ns=mtime_ns)
+        # The cpu directory's subdirectories are the host's: nlink 1, "unknown" (find(1)).
+        nlink = 1 if path == HOST_DIRECTORY else 2 + subdirectories
+        return fp.Attributes(node, stat.S_IFDIR | 0o555, nlink=nlink, mtime_ns=mtime_ns)
+
+
+def host_child(tree: StaticTree, entries: HostEntries, parent: int, name: str,
+               visible: Callable[[], tuple[int, ...]]) -> str | None:
+    """The host path (relative to the host's cpu directory) that `name` in `parent`
+    names, when it is one of the host's entries we pass through; None when it is not
+    (a node of the path table, or ENOENT from the table)."""
+    if entries.owns(parent):
+        return f"{entries.path(parent)}/{name}"
+    if tree.path(parent) == HOST_DIRECTORY and name not in DIRECTORIES[HOST_DIRECTORY]:
+        if not shows(name, visible(), tuple(DIRECTORIES[HOST_DIRECTORY])):
+            raise FuseError(errno.ENOENT)
+        return name
+    return None
+
+
+def host_listing(tree: StaticTree, entries: HostEntries, node: int,
+                 visible: Callable[[], tuple[int, ...]]) -> list[tuple[str, int, int]] | None:
+    """readdir of a host directory, or of the cpu directory (ours, then the host's shown
+    entries); None for the path table's other directories."""
+    if entries.owns(node):
+        relative = entries.path(node)
+        return [(name, entries.node(f"{relative}/{name}"), kind) for name, kind in entries.children(relative)]
+    if tree.path(node) != HOST_DIRECTORY:
+        return None
+    ours = tree.children(node)
+    rendered = tuple(name for name, _, _ in ours)
+    cpus = visible()
+    return ours + [(name, entries.node(name), kind) for name, kind in entries.children("")
+                   if shows(name, cpus, rendered)]
 
 
 @dataclasses.dataclass
@@ -124,6 +168,8 @@ class PerReaderFiles:
         self.server = server
         self.observer = observer or _NullRequestObserver()
         self.tree = StaticTree()
+        self.host_entries = HostEntries(server.host.cpu_directory_fd)
+        self._host_handles: dict[int, bytes] = {}  # opens of the host's entries
         self._handles: dict[int, _Handle] = {}
         self._generation = generation
         self._next_handle = (generation << HANDLE_GENERATION_SHIFT) + 1
@@ -133,11 +179,27 @@ class PerReaderFiles:
     # -- metadata -------------------------------------------------------------
 
     def lookup(self, parent: int, name: str, caller: Caller) -> Entry:
+        relative = host_child(self.tree, self.host_entries, parent, name, lambda: self.visible_cpus(caller.pid))
+        if relative is not None:
+            node = self.host_entries.node(relative)
+            attributes, timeout_s = self.getattr(node, None, caller)
+            return Entry(attributes, 0.0 if "/" not in relative else HOST_ENTRY_TIMEOUT_S, timeout_s)
         node, path = self.tree.child(parent, name)
         attributes, timeout_s = self.getattr(node, None, caller)
         return Entry(attributes, ENTRY_TIMEOUT_S, timeout_s)
 
+    def visible_cpus(self, pid: int) -> tuple[int, ...]:
+        """The cpus whose cpuN directories `pid` sees: what our `online` says to it."""
+        try:
+            return parse_cpu_list(self.server.content(HOST_ONLINE, pid).decode("ascii", "replace"))
+        except ParseError:
+            return ()
+
     def getattr(self, node: int, fh: int | None, caller: Caller) -> tuple[fp.Attributes, float]:
+        if self.host_entries.owns(node):
+            relative = self.host_entries.path(node)
+            attributes = self.host_entries.attributes(node, relative)
+            return attributes, 0.0 if stat.S_ISREG(attributes.mode) else HOST_ENTRY_TIMEOUT_S
         path = self.tree.path(node)
         if path in DIRECTORIES:
             return self.tree.directory_attributes(node, self._mount_time_ns), DIRECTORY_ATTR_TIMEOUT_S
@@ -157,14 +219,24 @@ class PerReaderFiles:
             return FILE_SIZE_BOUND
 
     def is_directory(self, node: int) -> bool:
+        if self.host_entries.owns(node):
+            return self.host_entries.is_directory(self.host_entries.path(node))
         return self.tree.path(node) in DIRECTORIES
 
-    def readdir(self, node: int) -> list[tuple[str, int, int]]:
-        return self.tree.children(node)
+    def readdir(self, node: int, caller: Caller) -> list[tuple[str, int, int]]:
+        listing = host_listing(self.tree, self.host_entries, node, lambda: self.visible_cpus(caller.pid))
+        return self.tree.children(node) if listing is None else listing
+
+    def readlink(self, node: int) -> bytes:
+        if not self.host_entries.owns(node):
+            raise FuseError(errno.EINVAL)
+        return self.host_entries.readlink(self.host_entries.path(node))
 
     # -- content --------------------------------------------------------------
 
     def open(self, node: int, flags: int, caller: Caller) -> tuple[int, int]:
+        if self.host_entries.owns(node):
+            return self._open_host_entry(node, flags, caller)
         started = time.perf_counter()
         path = self.tree.path(node)
         error = None
@@ -194,12 +266,33 @@ class PerReaderFiles:
     def _render(self, path: str, pid: int) -> bytes:
         try:
             return self.server.content(path, pid)
+        except FileNotFoundError:
+            raise FuseError(errno.ENOENT) from None  # a host file this kernel lacks (no PSI)
         except Exception:
             log.exception("rendering %s for pid %d failed", path, pid)
             raise FuseError(errno.EIO) from None
 
+    def _open_host_entry(self, node: int, flags: int, caller: Caller) -> tuple[int, int]:
+        relative = self.host_entries.path(node)
+        if flags & _WRITE_FLAGS:
+            raise FuseError(errno.EROFS)
+        if self.host_entries.is_directory(relative):
+            raise FuseError(errno.EISDIR)
+        # No default_permissions on this mount: the kernel leaves the check to us.
+        if caller.uid != 0 and not self.host_entries.world_readable(relative):
+            raise FuseError(errno.EACCES)
+        handle = self._next_handle
+        self._next_handle += 1
+        self._host_handles[handle] = self.host_entries.read(relative)
+        return handle, fp.FOPEN_DIRECT_IO | fp.FOPEN_NOFLUSH
+
     def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
              caller: Caller) -> bytes:
+        host_text = self._host_handles.get(fh)
+        if host_text is None and self.host_entries.owns(node):
+            host_text = self._adopt_host_entry(node, fh, caller)
+        if host_text is not None:
+            return host_text[offset:offset + size]
         if from_page_cache:
             # A page-cache fill (splice/sendfile, mmap): refuse, see the module docstring.
             raise FuseError(errno.EIO)
@@ -214,6 +307,16 @@ class PerReaderFiles:
             handle.passes += 1
         return handle.data[offset:offset + size]
 
+    def _adopt_host_entry(self, node: int, fh: int, caller: Caller) -> bytes:
+        """_adopt() for a host entry of the cpu directory."""
+        if fh >> HANDLE_GENERATION_SHIFT == self._generation:
+            raise FuseError(errno.EBADF)
+        relative = self.host_entries.path(node)
+        if caller.uid != 0 and not self.host_entries.world_readable(relative):
+            raise FuseError(errno.EACCES)
+        text = self._host_handles[fh] = self.host_entries.read(relative)
+        return text
+
     def _adopt(self, node: int, fh: int, caller: Caller) -> _Handle:
         """A READ on a file a predecessor opened (the connection was taken over, its
         handle table was not): the reader gets its content as if it opened it now."""
@@ -225,7 +328,8 @@ class PerReaderFiles:
 
     def release(self, node: int, fh: int) -> None:
         self._handles.pop(fh, None)
+        self._host_handles.pop(fh, None)
 
     @property
     def open_handles(self) -> int:
-        return len(self._handles)
+        return len(self._handles) + len(self._host_handles)

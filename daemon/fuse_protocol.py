@@ -51,7 +51,7 @@ READ_LOCKOWNER = 1 << 1
 GETATTR_FH = 1 << 0
 
 # d_type values for READDIR.
-DT_DIR, DT_REG = 4, 8
+DT_DIR, DT_REG, DT_LNK = 4, 8, 10
 
 IN_HEADER = struct.Struct("=IIQQIIIHH")     # len opcode unique nodeid uid gid pid total_extlen padding
 OUT_HEADER = struct.Struct("=IiQ")          # len error unique

@@ -66,7 +66,8 @@ class Filesystem(Protocol):
     def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
              caller: Caller) -> bytes: ...
     def release(self, node: int, fh: int) -> None: ...
-    def readdir(self, node: int) -> list[tuple[str, int, int]]: ...  # (name, node, DT_*)
+    def readdir(self, node: int, caller: Caller) -> list[tuple[str, int, int]]: ...  # (name, node, DT_*)
+    def readlink(self, node: int) -> bytes: ...
     def is_directory(self, node: int) -> bool: ...
 
 
@@ -264,7 +265,7 @@ class Session:
         self._next_dir_handle += 1
         # The listing is taken once per opendir, so offsets stay valid while it is read.
         self._dirs[handle] = [(".", request.node, fp.DT_DIR), ("..", fp.ROOT_ID, fp.DT_DIR),
-                              *self.filesystem.readdir(request.node)]
+                              *self.filesystem.readdir(request.node, self._caller(request))]
         return fp.OPEN_OUT.pack(handle, 0, 0)
 
     def _readdir(self, request: fp.Request) -> bytes:
@@ -280,6 +281,9 @@ class Session:
                 break
             out += record
         return bytes(out)
+
+    def _readlink(self, request: fp.Request) -> bytes:
+        return self.filesystem.readlink(request.node)
 
     def _releasedir(self, request: fp.Request) -> bytes:
         self._dirs.pop(fp.RELEASE_IN.unpack_from(request.body)[0], None)
@@ -317,6 +321,7 @@ _HANDLERS = {
     fp.OPENDIR: Session._opendir,
     fp.READDIR: Session._readdir,
     fp.RELEASEDIR: Session._releasedir,
+    fp.READLINK: Session._readlink,
     fp.ACCESS: Session._access,
     fp.STATFS: Session._statfs,
     fp.DESTROY: Session._destroy,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from cgroupfs.errors import CgroupfsError
 from cgroupfs.host import HostReader
-from cgroupfs.host.reader import CPU_ONLINE, PROC_FILES
+from cgroupfs.host.reader import CPU_DIRECTORY, OPTIONAL_PROC_FILES, PROC_FILES, SYS_FILES
 from cgroupfs.layout import DEFAULT_MOUNTPOINT
 from cgroupfs.server import ContentServer
 from cgroupfs.sources import Options
@@ -107,7 +107,8 @@ class Daemon:
             if problem:
                 raise StartupError(f"Docker address {config.docker_host!r} is not usable ({problem}); fix "
                                    "--docker-host or DOCKER_HOST, or turn Docker off with --no-docker")
-        host_paths = [f"/proc/{name}" for name in PROC_FILES] + [f"/sys/{CPU_ONLINE}"]
+        host_paths = ([f"/proc/{name}" for name in PROC_FILES + OPTIONAL_PROC_FILES]
+                      + [f"/sys/{path}" for path in SYS_FILES] + [f"/sys/{CPU_DIRECTORY}"])
         covered = fuse_covered(host_paths)
         if covered:
             raise StartupError(f"{', '.join(covered)} is covered by a FUSE mount in the daemon's mount "

@@ -35,20 +35,24 @@ import time
 from collections.abc import Callable
 
 from cgroupfs.cgroups import CgroupPaths, read_proc_cgroup
-from cgroupfs.errors import CgroupGone, ProcessGone
+from cgroupfs.cgroups.files import parse_cpu_list
+from cgroupfs.errors import CgroupGone, ParseError, ProcessGone
 from cgroupfs.server import ContentServer
 from cgroupfs.table import DIRECTORIES, FILES
 from cgroupfs_daemon import fuse_protocol as fp
-from cgroupfs_daemon.fuse_files import StaticTree
+from cgroupfs_daemon.fuse_files import HOST_ENTRY_TIMEOUT_S, HOST_ONLINE, StaticTree, host_child, host_listing
 from cgroupfs_daemon.fuse_session import Caller, Entry, FuseError, Session
+from cgroupfs_daemon.host_entries import HOST_NODE_BIT, HostEntries, split_view, with_view
 
 log = logging.getLogger(__name__)
 
 # Container ids as runtimes write them (Docker: 64 hex digits; others: names).
 VIEW_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 # A view's node ids: view number * NODE_STRIDE + the node's id in the static tree
-# (its directory is static node 1).  Numbers are never reused, so a node id held by
-# the kernel can never name another container's file.
+# (its directory is static node 1); for a host entry of the cpu directory, its id
+# with the view number in the bits above the entry's (host_entries.with_view).
+# Numbers are never reused, so a node id held by the kernel can never name another
+# container's file.
 NODE_STRIDE = 64
 # How long the kernel may remember that a container's directory exists (or not).
 VIEW_ENTRY_TIMEOUT_S = 1.0
@@ -92,6 +96,7 @@ class Views:
         self._by_number: dict[int, View] = {}
         self._next_number = 1
         self._mount_time_ns = time.time_ns()
+        self.host_entries = HostEntries(server.host.cpu_directory_fd)
         self.renders = 0
         # The connection serving the views (attach()), once it exists.
         self.session: Session | None = None
@@ -188,7 +193,7 @@ class Views:
         return len(self._by_id)
 
     def _view(self, node: int) -> tuple[View, int]:
-        number, static = divmod(node, NODE_STRIDE)
+        number, static = split_view(node) if node & HOST_NODE_BIT else divmod(node, NODE_STRIDE)
         with self._lock:
             view = self._by_number.get(number)
         if view is None:
@@ -201,7 +206,16 @@ class Views:
         if node == fp.ROOT_ID:
             return True
         _view, static = self._view(node)
+        if self.host_entries.owns(static):
+            return self.host_entries.is_directory(self.host_entries.path(static))
         return _TREE.path(static) in DIRECTORIES
+
+    def visible_cpus(self, view: View) -> tuple[int, ...]:
+        """The cpus whose cpuN directories the view shows: what its `online` says."""
+        try:
+            return parse_cpu_list(self._current(view, HOST_ONLINE, self.interval_s).data.decode("ascii", "replace"))
+        except ParseError:
+            return ()
 
     def lookup(self, parent: int, name: str, caller: Caller) -> Entry:
         if parent == fp.ROOT_ID:
@@ -212,6 +226,12 @@ class Views:
             node = view.number * NODE_STRIDE + fp.ROOT_ID
             return Entry(self._directory_attributes(node, fp.ROOT_ID), VIEW_ENTRY_TIMEOUT_S, STATIC_TIMEOUT_S)
         view, static = self._view(parent)
+        relative = host_child(_TREE, self.host_entries, static, name, lambda: self.visible_cpus(view))
+        if relative is not None:
+            node = with_view(self.host_entries.node(relative), view.number)
+            attributes, timeout_s = self.getattr(node, None, caller)
+            # which cpuN directories exist follows the view's limits: valid one interval
+            return Entry(attributes, self.interval_s if "/" not in relative else HOST_ENTRY_TIMEOUT_S, timeout_s)
         child, path = _TREE.child(static, name)
         attributes, timeout_s = self.getattr(view.number * NODE_STRIDE + child, None, caller)
         if path in DIRECTORIES:
@@ -228,6 +248,9 @@ class Views:
         if node == fp.ROOT_ID:
             return fp.Attributes(node, stat.S_IFDIR | 0o555, nlink=2, mtime_ns=self._mount_time_ns), 0.0
         view, static = self._view(node)
+        if self.host_entries.owns(static):
+            attributes = self.host_entries.attributes(node, self.host_entries.path(static))
+            return attributes, self.interval_s if stat.S_ISREG(attributes.mode) else HOST_ENTRY_TIMEOUT_S
         path = _TREE.path(static)
         if path in DIRECTORIES:
             return self._directory_attributes(node, static), STATIC_TIMEOUT_S
@@ -238,14 +261,22 @@ class Views:
     def _directory_attributes(self, node: int, static: int) -> fp.Attributes:
         return dataclasses.replace(_TREE.directory_attributes(static, self._mount_time_ns), ino=node)
 
-    def readdir(self, node: int) -> list[tuple[str, int, int]]:
+    def readdir(self, node: int, caller: Caller) -> list[tuple[str, int, int]]:
         if node == fp.ROOT_ID:
             with self._lock:
                 views = list(self._by_id.values())
             return [(view.id, view.number * NODE_STRIDE + fp.ROOT_ID, fp.DT_DIR) for view in views]
         view, static = self._view(node)
-        base = view.number * NODE_STRIDE
-        return [(name, base + child, kind) for name, child, kind in _TREE.children(static)]
+        listing = host_listing(_TREE, self.host_entries, static, lambda: self.visible_cpus(view))
+        return [(name, with_view(child, view.number) if self.host_entries.owns(child)
+                 else view.number * NODE_STRIDE + child, kind)
+                for name, child, kind in (listing or _TREE.children(static))]
+
+    def readlink(self, node: int) -> bytes:
+        _view, static = self._view(node)
+        if not self.host_entries.owns(static):
+            raise FuseError(errno.EINVAL)
+        return self.host_entries.readlink(self.host_entries.path(static))
 
     def open(self, node: int, flags: int, caller: Caller) -> tuple[int, int]:
         # ENOSYS makes the kernel stop sending OPEN/RELEASE on this connection and
@@ -260,6 +291,13 @@ class Views:
     def read(self, node: int, fh: int, offset: int, size: int, from_page_cache: bool,
              caller: Caller) -> bytes:
         view, static = self._view(node)
+        if self.host_entries.owns(static):
+            relative = self.host_entries.path(static)
+            # Served from the page cache to whoever reads next (no OPEN to check the
+            # reader at): a file the host keeps from other users is kept from all.
+            if not self.host_entries.world_readable(relative):
+                raise FuseError(errno.EACCES)
+            return self.host_entries.read(relative)[offset:offset + size]
         path = _TREE.path(static)
         if path not in FILES:
             raise FuseError(errno.EISDIR)
@@ -332,6 +370,8 @@ class Views:
                 if text.limits == self.server.limits_of(path, view.paths):
                     return text
             limits, data = self.server.render_for(path, view.paths, view.pid)
+        except FileNotFoundError:
+            raise FuseError(errno.ENOENT) from None  # a host file this kernel lacks (no PSI)
         except (CgroupGone, ProcessGone):
             log.info("view %s: the container is gone; removing its view", view.id[:12])
             if self._drop(view.id):

@@ -113,8 +113,16 @@ class CgroupReader:
         version, chain = located
         return v1.read_io(chain) if version == 1 else v2.read_io(chain)
 
+    def slab_caches(self, paths: CgroupPaths) -> tuple[str, ...] | None:
+        """The cgroup's own /proc/slabinfo cache lines: only v1 (kernels before 5.9) has them."""
+        located = self._chain("memory", paths)
+        if located is None or located[0] != 1:
+            return None
+        return v1.read_slab_caches(located[1])
+
     def pressure(self, paths: CgroupPaths, resource: str) -> PressureStats | None:
-        """PSI for "cpu", "memory" or "io"; only cgroup v2 has it."""
+        """PSI for "cpu", "memory" or "io"; only cgroup v2 has it (on a hybrid host, the
+        unified hierarchy's cgroup, which has the PSI files whatever owns the controllers)."""
         if self.hierarchy.v2 is None or paths.v2 is None:
             return None
         leaf = self.hierarchy.v2.path_of(paths.v2)

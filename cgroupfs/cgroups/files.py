@@ -254,18 +254,34 @@ def read_id_list(directory: str, name: str) -> list[int]:
     return [parse_int(line, name) for line in text.split()]
 
 
-def parse_pressure(text: str) -> tuple[int | None, int | None]:
-    """PSI file: `some avg10=.. avg60=.. avg300=.. total=N` and `full ...`."""
-    some = full = None
+PressureLine = tuple[tuple[float, float, float], int]  # (avg10, avg60, avg300), total usec
+
+
+def parse_pressure_lines(text: str) -> dict[str, PressureLine]:
+    """PSI file: `some avg10=.. avg60=.. avg300=.. total=N` and `full ...` -> kind -> line."""
+    lines: dict[str, PressureLine] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
         kind, *pairs = line.split()
-        for pair in pairs:
-            key, _, value = pair.partition("=")
-            if key == "total":
-                if kind == "some":
-                    some = parse_int(value, "pressure total")
-                elif kind == "full":
-                    full = parse_int(value, "pressure total")
-    return some, full
+        fields = dict(pair.partition("=")[::2] for pair in pairs)
+        if "total" not in fields:
+            continue
+        avg10, avg60, avg300 = (_parse_percent(fields.get(key, "0"), f"pressure {key}")
+                                for key in ("avg10", "avg60", "avg300"))
+        lines[kind] = ((avg10, avg60, avg300), parse_int(fields["total"], "pressure total"))
+    return lines
+
+
+def _parse_percent(text: str, what: str) -> float:
+    whole, dot, fraction = text.partition(".")
+    if not (whole.isascii() and whole.isdigit()) or (dot and not (fraction.isascii() and fraction.isdigit())):
+        raise ParseError(f"{what}: not a percentage: {text[:40]!r}")
+    return float(text)
+
+
+def parse_pressure(text: str) -> tuple[int | None, int | None]:
+    """The "some" and "full" totals of a PSI file (None for a missing line)."""
+    lines = parse_pressure_lines(text)
+    some, full = lines.get("some"), lines.get("full")
+    return (some[1] if some else None), (full[1] if full else None)

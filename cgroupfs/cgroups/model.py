@@ -54,6 +54,10 @@ class MemoryStats:
     swap_cached_bytes: int = 0
     # memory.events oom_kill (v2) / memory.oom_control oom_kill (v1); None if absent.
     oom_kill_count: int | None = None
+    # memory.stat's event counters under their /proc/vmstat names (v2 memory.stat
+    # uses those names: pgfault, pgmajfault, workingset_refault_file, pgscan_kswapd,
+    # pswpin, ...; v1 has total_pgfault and total_pgmajfault), as (name, count).
+    vm_events: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,3 +114,6 @@ class PressureStats:
 
     some_total_usec: int | None
     full_total_usec: int | None
+    # The lines' avg10, avg60, avg300 (percent), same order; None when the line is absent.
+    some_averages: tuple[float, float, float] | None = None
+    full_averages: tuple[float, float, float] | None = None

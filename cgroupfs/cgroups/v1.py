@@ -42,6 +42,11 @@ _MEMORY_STAT_FIELDS = {
 
 
 
+# v1 memory.stat's hierarchical event counters -> their /proc/vmstat names.  (v1's
+# pgpgin/pgpgout count pages charged and uncharged, not vmstat's KiB of block I/O.)
+_VMSTAT_EVENTS = {"total_pgfault": "pgfault", "total_pgmajfault": "pgmajfault"}
+
+
 # The files a runtime writes to set a container's limits, per controller: what a
 # rendered text's freshness is checked against (see CgroupReader.limits).
 LIMIT_FILES = {
@@ -82,9 +87,10 @@ def read_memory(chain: list[str]) -> MemoryStats:
     kmem_text = read_text(leaf, "memory.kmem.usage_in_bytes")
     if kmem_text is not None:
         fields["slab_unreclaimable_bytes"] = parse_int(kmem_text, "memory.kmem.usage_in_bytes")
+    events = tuple((name, stat[key]) for key, name in _VMSTAT_EVENTS.items() if key in stat)
     return MemoryStats(
         limit_bytes=limit, usage_bytes=usage, swap_limit_bytes=swap_limit,
-        swap_usage_bytes=swap_usage, oom_kill_count=oom_kill, **fields,
+        swap_usage_bytes=swap_usage, oom_kill_count=oom_kill, vm_events=events, **fields,
     )
 
 
@@ -192,3 +198,15 @@ def read_thread_ids(directory: str) -> list[int]:
 
 def read_process_ids(directory: str) -> list[int]:
     return read_id_list(directory, "cgroup.procs")
+
+
+def read_slab_caches(chain: list[str]) -> tuple[str, ...] | None:
+    """The cache lines of memory.kmem.slabinfo (its /proc/slabinfo-format header left
+    out); None when the file is absent or lists no cache: since Linux 5.9 slab caches
+    are shared between cgroups and the kernel prints nothing there."""
+    text = read_text(chain[-1], "memory.kmem.slabinfo")
+    if text is None:
+        return None
+    caches = tuple(line for line in text.splitlines()
+                   if line.strip() and not line.startswith(("slabinfo -", "#")))
+    return caches or None

@@ -2,6 +2,12 @@
 
 Formats follow Documentation/admin-guide/cgroup-v2.rst.  `chain` is the list of
 directories from the cgroup2 mount root down to the cgroup (see files.ancestry).
+
+A controller's interface files exist only in cgroups whose parent enables it in
+cgroup.subtree_control; a cgroup without them is accounted and limited by its
+nearest ancestor that has them (a systemd unit with CPUQuota= but no AllowedCPUs=
+has cpu.max but no cpuset.cpus.effective; its cpus are its parent's).  So each
+value comes from the nearest level that has its file, never "missing = malformed".
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from cgroupfs.cgroups.files import (
     parse_flat_keyed,
     parse_int,
     parse_limit,
-    parse_pressure,
+    parse_pressure_lines,
     read_id_list,
     read_text,
     required_text,
@@ -66,8 +72,21 @@ LIMIT_FILES = {
 }
 
 
-def read_memory(chain: list[str]) -> MemoryStats:
-    leaf = chain[-1]
+def nearest_with(chain: list[str], name: str, include_root: bool = False) -> str | None:
+    """The deepest directory of `chain` that has the file `name` (the level whose
+    controller accounts for the cgroup); None when no level (below the root) has it."""
+    levels = chain if include_root else chain[1:]
+    for directory in reversed(levels):
+        if read_text(directory, name) is not None:
+            return directory
+    return None
+
+
+def read_memory(chain: list[str]) -> MemoryStats | None:
+    """None when no level below the root has the memory controller: the host's memory."""
+    leaf = nearest_with(chain, "memory.current")
+    if leaf is None:
+        return None
     usage = parse_int(required_text(leaf, "memory.current").strip(), "memory.current")
     stat = parse_flat_keyed(required_text(leaf, "memory.stat"), "memory.stat")
     swap_usage_text = read_text(leaf, "memory.swap.current")
@@ -76,10 +95,13 @@ def read_memory(chain: list[str]) -> MemoryStats:
     events_text = read_text(leaf, "memory.events")
     oom_kill = None if events_text is None else parse_flat_keyed(events_text, "memory.events").get("oom_kill")
     fields = {name: stat.get(key, 0) for key, name in _MEMORY_STAT_FIELDS.items()}
+    # Every other key of memory.stat is an event counter or a count, named as in
+    # /proc/vmstat where vmstat has it (the renderer matches them by name).
+    events = tuple((key, value) for key, value in stat.items() if key not in _MEMORY_STAT_FIELDS)
     return MemoryStats(
         limit_bytes=min_limit(chain, "memory.max"), usage_bytes=usage,
         swap_limit_bytes=swap_limit, swap_usage_bytes=swap_usage, oom_kill_count=oom_kill,
-        **fields,
+        vm_events=events, **fields,
     )
 
 
@@ -111,8 +133,11 @@ def _quota_levels(chain: list[str]):
             yield parse_cpu_max(text)
 
 
-def read_cpuset(chain: list[str]) -> CpusetInfo:
-    return CpusetInfo(cpus=parse_cpu_list(required_text(chain[-1], "cpuset.cpus.effective")))
+def read_cpuset(chain: list[str]) -> CpusetInfo | None:
+    level = nearest_with(chain, "cpuset.cpus.effective", include_root=True)
+    if level is None:
+        return None
+    return CpusetInfo(cpus=parse_cpu_list(required_text(level, "cpuset.cpus.effective")))
 
 
 def parse_io_stat(text: str) -> IoStats:
@@ -140,17 +165,22 @@ def parse_io_stat(text: str) -> IoStats:
     return IoStats(devices=tuple(devices))
 
 
-def read_io(chain: list[str]) -> IoStats:
-    text = read_text(chain[-1], "io.stat")
-    return IoStats() if text is None else parse_io_stat(text)
+def read_io(chain: list[str]) -> IoStats | None:
+    """None when no level below the root has the io controller: the host's disks."""
+    level = nearest_with(chain, "io.stat")
+    return None if level is None else parse_io_stat(required_text(level, "io.stat"))
 
 
 def read_pressure(directory: str, resource: str) -> PressureStats | None:
     text = read_text(directory, f"{resource}.pressure")
     if text is None:
         return None
-    some, full = parse_pressure(text)
-    return PressureStats(some_total_usec=some, full_total_usec=full)
+    lines = parse_pressure_lines(text)
+    some, full = lines.get("some"), lines.get("full")
+    return PressureStats(
+        some_total_usec=some[1] if some else None, full_total_usec=full[1] if full else None,
+        some_averages=some[0] if some else None, full_averages=full[0] if full else None,
+    )
 
 
 def read_thread_ids(directory: str) -> list[int]:

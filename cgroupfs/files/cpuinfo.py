@@ -1,7 +1,9 @@
-"""proc/cpuinfo: the host's blocks for the visible cpus only, renumbered 0..k-1.
+"""proc/cpuinfo: the host's blocks for the visible cpus only, with their own ids.
 
-Only the `processor` line changes (as in LXCFS); topology lines (physical id,
-siblings, core id, cpu cores, apicid) stay the host's.
+The blocks are the host's, unchanged, processor lines included (the kernel's cpu
+ids, see visible_cpus.py); topology lines (physical id, siblings, core id, cpu
+cores, apicid) stay the host's too.  LXCFS renumbers the processor lines from 0,
+which disagrees with sched_getaffinity and the cpuN directories.
 """
 
 from __future__ import annotations
@@ -14,14 +16,7 @@ def render(host: HostCpuinfo, visible: tuple[int, ...]) -> bytes:
     blocks = []
     if host.preamble:
         blocks.append("\n".join(host.preamble))
-    for new_number, host_number in enumerate(c for c in visible if c in by_number):
-        lines = []
-        for line in by_number[host_number].lines:
-            key, colon, _ = line.partition(":")
-            if colon and key.strip() == "processor":
-                line = f"{key}: {new_number}"
-            lines.append(line)
-        blocks.append("\n".join(lines))
+    blocks += ["\n".join(by_number[number].lines) for number in visible if number in by_number]
     if host.trailer:
         blocks.append("\n".join(host.trailer))
     return ("\n\n".join(blocks) + "\n\n").encode()

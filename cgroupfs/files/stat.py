@@ -106,7 +106,7 @@ def render(
             values[3] = idle_total // len(rows) + (number < idle_total % len(rows))
     total = [sum(column) for column in zip(*rows)] if rows else [0] * columns
     out = [_line("cpu ", total)]  # the kernel prints two spaces after "cpu"
-    out += [_line(f"cpu{number}", values) for number, values in enumerate(rows)]
+    out += [_line(f"cpu{number}", values) for number, values in zip(visible, rows)]  # kernel ids
     for line in host.other_lines:
         key = line.split(" ", 1)[0]
         if key == "procs_running":

@@ -1,4 +1,11 @@
-"""Which host cpus a container is shown: cpuinfo, stat, online and uptime agree on it."""
+"""Which host cpus a container is shown: one set, by the kernel's own cpu ids.
+
+Every file that names cpus uses this set and these ids: sys/devices/system/cpu/
+{online,possible,present} and its cpuN directories, /proc/stat's cpuN lines,
+/proc/cpuinfo's processor lines, and uptime's idle.  They are never renumbered, so
+they agree with what the kernel itself reports to the container: sched_getaffinity,
+Cpus_allowed_list, `ps -o psr`, and `taskset -c $(cat .../online)`.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +20,14 @@ def visible_cpus(
     cpu: CpuStats | None,
     cap_by_quota: bool = True,
 ) -> tuple[int, ...]:
-    """Host cpu numbers shown to the container, in order; they are renumbered 0..k-1.
+    """Host cpu ids shown to the container, ascending.
 
-    The effective cpuset (all online cpus without one), optionally cut to the first
-    ceil(quota / period) cpus — what LXCFS does with --enable-cfs; on by default here
-    because a container limited to half a cpu has one cpu's worth to use.
+    The effective cpuset's online cpus (every online cpu without a cpuset), and, when
+    a CPU quota allows fewer cpus than that, only the ceil(quota / period) *lowest*
+    ids of it: a container limited to half a cpu has one cpu's worth to use (LXCFS's
+    --enable-cfs, on by default here).  The lowest ids, because the count is what
+    tools size themselves by, and any cpu of the cpuset is one the container may run
+    on: `taskset` to the shown ones succeeds.
     """
     cpus = tuple(c for c in (cpuset.cpus if cpuset else online) if c in online) or online
     if cap_by_quota and cpu is not None and cpu.quota_usec is not None and cpu.period_usec > 0:

@@ -18,10 +18,17 @@ from cgroupfs.host.cpuinfo import HostCpuinfo, parse_cpuinfo
 from cgroupfs.host.diskstats import HostDiskstats, parse_diskstats
 from cgroupfs.host.meminfo import HostMeminfo, parse_meminfo
 from cgroupfs.host.stat import HostStat, parse_stat
+from cgroupfs.host.vmstat import HostVmstat, parse_vmstat
 
 # name -> path relative to the root (proc_root or sys_root)
-PROC_FILES = ("meminfo", "cpuinfo", "stat", "diskstats", "uptime", "loadavg", "swaps")
-CPU_ONLINE = "devices/system/cpu/online"
+PROC_FILES = ("meminfo", "cpuinfo", "stat", "diskstats", "uptime", "loadavg", "swaps", "vmstat")
+# Files some kernels lack (no PSI: psi=0 or CONFIG_PSI off): raw() raises
+# FileNotFoundError for them, which readers see as ENOENT.
+OPTIONAL_PROC_FILES = ("pressure/cpu", "pressure/memory", "pressure/io")
+CPU_DIRECTORY = "devices/system/cpu"
+CPU_ONLINE = f"{CPU_DIRECTORY}/online"
+# sys files by name (the name is the last part of the path)
+SYS_FILES = (CPU_ONLINE, f"{CPU_DIRECTORY}/possible", f"{CPU_DIRECTORY}/present")
 
 _CHUNK = 256 * 1024
 
@@ -34,11 +41,36 @@ class HostReader:
         self._lock = threading.Lock()
         for name in PROC_FILES:
             self._fds[name] = os.open(os.path.join(proc_root, name), os.O_RDONLY | os.O_CLOEXEC)
-        self._fds["online"] = os.open(os.path.join(sys_root, CPU_ONLINE), os.O_RDONLY | os.O_CLOEXEC)
+        for name in OPTIONAL_PROC_FILES:
+            try:
+                self._fds[name] = os.open(os.path.join(proc_root, name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                pass
+        for path in SYS_FILES:
+            self._fds[os.path.basename(path)] = os.open(os.path.join(sys_root, path), os.O_RDONLY | os.O_CLOEXEC)
+        # The cpu directory, whose other entries the cpu view passes through (openat
+        # from here: a mount made later over the path can never be read instead).
+        self.cpu_directory_fd = os.open(os.path.join(sys_root, CPU_DIRECTORY),
+                                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        for fd in (*self._fds.values(), self.cpu_directory_fd):
+            os.close(fd)
+        self._fds.clear()
+        self.cpu_directory_fd = -1
+
+    def __del__(self) -> None:
+        # A reader dropped without close() (a library user's, a test's): sixteen
+        # descriptors each would soon exhaust a process's limit.
+        if getattr(self, "cpu_directory_fd", -1) >= 0:
+            self.close()
 
     def raw(self, name: str) -> bytes:
-        """The current content of a host file: one of PROC_FILES or "online"."""
-        fd = self._fds[name]
+        """The current content of a host file: one of PROC_FILES, OPTIONAL_PROC_FILES
+        or the base name of one of SYS_FILES ("online")."""
+        fd = self._fds.get(name)
+        if fd is None:
+            raise FileNotFoundError(f"the host has no {name}")
         chunks = []
         offset = 0
         with self._lock:  # seq_file keeps one position per open file
@@ -67,6 +99,9 @@ class HostReader:
 
     def diskstats(self) -> HostDiskstats:
         return parse_diskstats(self._text("diskstats"))
+
+    def vmstat(self) -> HostVmstat:
+        return parse_vmstat(self._text("vmstat"))
 
     def online_cpus(self) -> tuple[int, ...]:
         return parse_cpu_list(self._text("online"))

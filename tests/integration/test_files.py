@@ -75,13 +75,18 @@ def test_memfree_falls_when_the_reader_allocates(mnt, make_cgroup):
     assert before - after <= 12 * 1024, (before, after)
 
 
-def test_cpuset_of_one_cpu(mnt, make_cgroup):
+def test_cpuset_of_one_cpu_shows_its_kernel_id(mnt, make_cgroup):
+    require(os.cpu_count() >= 2, "needs a second cpu to put the cgroup on")
+    last = max(os.sched_getaffinity(0))
     cgroup = make_cgroup()
-    cgroup.set_cpus("0")
-    assert processors(read_in(cgroup, f"{mnt}/proc/cpuinfo")) == [0]
-    assert read_in(cgroup, f"{mnt}/sys/devices/system/cpu/online") == "0\n"
+    cgroup.set_cpus(str(last))
+    assert processors(read_in(cgroup, f"{mnt}/proc/cpuinfo")) == [last]
+    assert read_in(cgroup, f"{mnt}/sys/devices/system/cpu/online") == f"{last}\n"
     stat = read_in(cgroup, f"{mnt}/proc/stat")
-    assert re.findall(r"^cpu\d+ ", stat, re.M) == ["cpu0 "]
+    assert re.findall(r"^cpu\d+ ", stat, re.M) == [f"cpu{last} "]
+    # util-linux taskset to the cpus `online` names: EINVAL when they are not the cgroup's
+    taskset = cgroup.run(["sh", "-c", f"taskset -c $(cat {mnt}/sys/devices/system/cpu/online) true"], timeout=30)
+    assert taskset.returncode == 0, taskset.stderr.decode()
 
 
 def test_half_a_cpu_quota_shows_one_cpu(mnt, make_cgroup):
@@ -301,3 +306,38 @@ def test_a_busy_loop_at_half_a_cpu_quota_reads_fully_busy(mnt, make_cgroup):
     expected = min(1.0, (used_after - used_before) / (0.5 * (wall_after - wall_before)))
     # Before, busy / total was half of `expected` (measured against the whole cpu).
     assert total > 0 and abs(busy / total - expected) <= 0.1, (before, after, expected)
+
+
+def test_a_cpu_quota_only_cgroup_gets_its_parents_memory_limit_and_cpus(mnt, make_cgroup, hierarchy):
+    """A systemd unit with CPUQuota= and nothing else, under a slice with a memory limit
+    and a cpuset.  On cgroup v2 the unit's parent enables only `cpu` for it, so it has no
+    memory.* or cpuset.* files (the view once fell back to the host's wholesale); on v1
+    every cgroup has every file.  Either way: the slice's limit, the slice's cpus."""
+    require(os.cpu_count() >= 2, "needs a second cpu for the slice's cpuset")
+    last = max(os.sched_getaffinity(0))
+    slice_ = make_cgroup()
+    slice_.set_memory_limit(48 * MIB)
+    slice_.set_cpus(str(last))
+    command = ["cat", f"{mnt}/proc/meminfo", f"{mnt}/sys/devices/system/cpu/online"]
+    if slice_.is_v2("cpu"):
+        service = os.path.join(slice_.dir("cpu"), "quota.service")
+        with open(os.path.join(slice_.dir("cpu"), "cgroup.subtree_control"), "w") as f:
+            f.write("+cpu")
+        os.mkdir(service)
+        assert not os.path.exists(os.path.join(service, "memory.max"))  # the case under test
+        with open(os.path.join(service, "cpu.max"), "w") as f:
+            f.write("50000 100000")
+
+        def enter():  # the slice itself may hold no process now: straight into the service
+            with open(os.path.join(service, "cgroup.procs"), "w") as procs:
+                procs.write(str(os.getpid()))
+
+        result = subprocess.run(command, preexec_fn=enter, capture_output=True, timeout=30)
+    else:
+        service_cgroup = slice_.child("quota.service")
+        service_cgroup.set_cpu_quota(50_000, 100_000)
+        result = service_cgroup.run(command, timeout=30)
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert kb(text, "MemTotal") == 48 * 1024
+    assert text.splitlines()[-1] == str(last)

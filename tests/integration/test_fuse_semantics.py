@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from cgroupfs.table import DIRECTORIES, FILES
+from cgroupfs.cgroups.files import parse_cpu_list
+from cgroupfs.table import DIRECTORIES, FILES, HOST_DIRECTORY
 from tests.conftest import require
 
 
@@ -19,16 +20,24 @@ def test_tree_modes_and_listing(mnt):
     for directory, children in DIRECTORIES.items():
         path = os.path.join(mnt, directory)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o555
-        assert sorted(os.listdir(path)) == sorted(children)
+        if directory == HOST_DIRECTORY:
+            # ours, then the host's other entries (this reader has every online cpu)
+            host = set(os.listdir("/sys/devices/system/cpu")) - set(children)
+            online = parse_cpu_list(open("/sys/devices/system/cpu/online").read())
+            host -= {f"cpu{n}" for n in range(4096) if n not in online}
+            assert sorted(os.listdir(path)) == sorted([*children, *host])
+        else:
+            assert sorted(os.listdir(path)) == sorted(children)
     for relative in FILES:
         st = os.stat(os.path.join(mnt, relative))
         assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444
 
 
 @pytest.mark.parametrize("flags", [os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND])
-def test_write_opens_are_refused(mnt, flags):
+@pytest.mark.parametrize("path", ["proc/meminfo", "sys/devices/system/cpu/uevent"])  # ours; the host's (rw there)
+def test_write_opens_are_refused(mnt, flags, path):
     with pytest.raises(OSError) as info:
-        os.open(os.path.join(mnt, "proc/meminfo"), flags)
+        os.open(os.path.join(mnt, path), flags)
     assert info.value.errno in (errno.EROFS, errno.EACCES)
 
 
@@ -54,7 +63,8 @@ def test_every_change_is_refused(mnt, operation):
 
 
 def test_missing_paths_and_odd_lookups(mnt):
-    for path in ("proc/nope", "nope", "proc/meminfo/child", "sys/devices/system/cpu/offline"):
+    for path in ("proc/nope", "nope", "proc/meminfo/child", "sys/devices/system/cpu/nope",
+                 "sys/devices/system/cpu/online/child"):
         with pytest.raises(OSError) as info:
             os.stat(os.path.join(mnt, path))
         assert info.value.errno in (errno.ENOENT, errno.ENOTDIR)

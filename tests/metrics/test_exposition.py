@@ -59,6 +59,8 @@ def test_v2_exposition_values_and_cadvisor_conventions():
     assert values(text, "container_memory_cache", **web) == [3 * MIB]
     assert values(text, "container_memory_swap", **web) == [4 * MIB]
     assert values(text, "container_oom_events_total", **web) == [1]
+    assert values(text, "container_memory_failures_total", failure_type="pgfault", scope="hierarchy", **web) == [1234]
+    assert values(text, "container_memory_failures_total", failure_type="pgmajfault", scope="hierarchy", **web) == [5]
     assert values(text, "container_cpu_usage_seconds_total", cpu="total", **web) == [3.0]
     assert values(text, "container_cpu_user_seconds_total", **web) == [2.0]
     assert values(text, "container_cpu_cfs_throttled_periods_total", **web) == [20]

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from cgroupfs.table import DIRECTORIES, FILES
+from cgroupfs.table import DIRECTORIES, FILES, HOST_DIRECTORY
 from cgroupfs_daemon.mount import mounts_at
 from testbed.daemon_process import REPO
 from tests.reliability.support import MIB, memtotal_kb
@@ -109,10 +109,17 @@ def test_every_directory_lists_exactly_its_children_by_fd_too(mnt):
     for directory, children in DIRECTORIES.items():
         fd = os.open(os.path.join(mnt, directory), os.O_RDONLY | os.O_DIRECTORY)
         try:
-            assert sorted(os.listdir(fd)) == sorted(children)
+            listed = sorted(os.listdir(fd))
         finally:
             os.close(fd)
-    assert sum(len(files) for _, _, files in os.walk(mnt)) == len(FILES)
+        if directory == HOST_DIRECTORY:  # ours, and the host's other entries passed through
+            assert set(children) <= set(listed) and set(listed) - set(children) <= set(os.listdir(f"/{directory}"))
+        else:
+            assert listed == sorted(children)
+    # every file of ours is found by a walk, which does not stray into the host's tree
+    ours = {os.path.relpath(os.path.join(top, name), mnt) for top, _, files in os.walk(mnt) for name in files}
+    assert set(FILES) <= ours
+    assert all(path in FILES or path.startswith(HOST_DIRECTORY + "/") for path in ours)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from cgroupfs.layout import CONTAINER_TARGETS, docker_volume_flags
+from cgroupfs.layout import CONTAINER_TARGETS, docker_volume_flags, flag_targets
 from cgroupfs.table import FILES
 from testbed.daemon_process import REPO
 from tests.reliability.support import MIB, free_port, memtotal_kb, wait_for
@@ -154,11 +154,12 @@ def exec_in(engine, name: str, *argv: str) -> subprocess.CompletedProcess:
 
 
 def read_all_in_container(engine, name: str) -> dict[str, str]:
-    files = " ".join(CONTAINER_TARGETS.values())
+    """Every file of ours, where the container has it (each target is "/" + its path)."""
+    files = " ".join("/" + relative for relative in FILES)
     result = exec_in(engine, name, "sh", "-c", READ_ALL.format(files=files))
     assert result.returncode == 0, result.stderr
     by_target = split_files(result.stdout)
-    return {relative: by_target[target] for relative, target in CONTAINER_TARGETS.items()}
+    return {relative: by_target["/" + relative] for relative in FILES}
 
 
 def host_pids_of(engine, name: str) -> set[int]:
@@ -183,6 +184,8 @@ def test_container_a_learns_nothing_about_container_b(docker_engine, docker_daem
                       "for i in 1 2 3 4 5; do sleep 600 & done; exec sleep 600")
     time.sleep(3)  # B is older than A: their uptimes differ by 3 s
     a = run_container("-m", "40m", "--cpuset-cpus", "0", *flags, IMAGE, "sleep", "600")
+    for name in (a, b):  # the files runc cannot bind (vmstat, pressure) come from the watcher
+        wait_injected_files(docker_engine, name, docker_daemon.mountpoint)
     b_view = read_all_in_container(docker_engine, b)
     a_view = read_all_in_container(docker_engine, a)
     assert memtotal_kb(a_view["proc/meminfo"]) == 40 * 1024 and memtotal_kb(b_view["proc/meminfo"]) == 72 * 1024
@@ -216,8 +219,9 @@ def test_root_in_a_container_cannot_write_or_unmount_the_files(docker_engine, do
     name = run_container("-m", "64m", *extra, IMAGE, "sleep", "600")
     if how == "injected":
         wait_injected_files(docker_engine, name, docker_daemon.mountpoint)
-    for target in CONTAINER_TARGETS.values():
-        for command in (f"echo x > {target}", f"echo x >> {target}", f": > {target}"):
+    for target in (CONTAINER_TARGETS if how == "injected" else flag_targets()).values():
+        file = f"{target}/online" if target == "/sys/devices/system/cpu" else target  # the directory: a file in it
+        for command in (f"echo x > {file}", f"echo x >> {file}", f": > {file}"):
             result = exec_in(docker_engine, name, "sh", "-c", command)
             assert result.returncode != 0 and "Read-only file system" in result.stderr, (command, result.stderr)
         # EPERM, which busybox words "Operation not permitted" (umount) or "permission denied" (mount)

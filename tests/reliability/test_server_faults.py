@@ -63,9 +63,17 @@ def make_server(tree: str, cache_ttl_s: float = 0.0, observer: Observer | None =
 
 
 def host_bytes(tree: str, name: str) -> bytes:
-    path = os.path.join(tree, "sys/devices/system/cpu/online") if name == "online" else os.path.join(tree, "proc", name)
+    if name in ("online", "possible", "present"):
+        path = os.path.join(tree, "sys/devices/system/cpu", name)
+    else:
+        path = os.path.join(tree, "proc", name)
     with open(path, "rb") as f:
         return f.read()
+
+
+def host_text(tree: str, virtual) -> bytes:
+    """What a reader the file cannot be tailored for gets (the host's file, or its stand-in)."""
+    return virtual.host_substitute() if virtual.host_substitute else host_bytes(tree, virtual.host_name)
 
 
 def well_formed(path: str, text: str, host_memtotal_kb: int) -> str | None:
@@ -95,12 +103,19 @@ def well_formed(path: str, text: str, host_memtotal_kb: int) -> str | None:
     elif path == "proc/uptime":
         if not re.fullmatch(r"\d+\.\d\d \d+\.\d\d\n", text):
             return f"uptime {text!r}"
-    elif path == "sys/devices/system/cpu/online":
-        if not re.fullmatch(r"0(-\d+)?\n", text):
-            return f"online {text!r}"
+    elif path.startswith("sys/devices/system/cpu/"):
+        if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*\n", text):
+            return f"{path} {text!r}"
     elif path == "proc/cpuinfo":
-        if not text.startswith("processor\t: 0\n"):
-            return "cpuinfo does not start with processor 0"
+        if not re.match(r"processor\t: \d+\n", text):
+            return "cpuinfo does not start with a processor line"
+    elif path.startswith("proc/pressure/"):
+        line = r"(some|full) avg10=\d+\.\d\d avg60=\d+\.\d\d avg300=\d+\.\d\d total=\d+"
+        if not all(re.fullmatch(line, text_line) for text_line in text.splitlines()):
+            return f"pressure {text!r}"
+    elif path == "proc/vmstat":
+        if not all(re.fullmatch(r"[a-z0-9_]+ -?\d+", line) for line in text.splitlines()):
+            return "vmstat line"
     elif path == "proc/swaps":
         if not text.startswith("Filename"):
             return "swaps header"
@@ -179,7 +194,7 @@ def test_every_broken_counter_file_gives_a_tailored_or_the_host_file(source, pid
                     problems.append(f"{relative} {name}: {virtual_path} raised {type(exc).__name__}: {exc}")
                     continue
                 checked += 1
-                if data == host_bytes(tree, virtual.host_name):
+                if data == host_text(tree, virtual):
                     continue
                 why = well_formed(virtual_path, data.decode("ascii", "replace"), host_memtotal_kb)
                 if why:
@@ -336,7 +351,7 @@ def test_cgroup_removed_in_the_middle_of_rendering(tmp_path):
     server.cgroups.cpuset = cpuset_then_remove
     stat = server.content("proc/stat", V2_15M_PID).decode()
     assert calls == ["/system.slice/docker-15m.scope", "/noswap"]
-    assert re.findall(r"^cpu\d+ ", stat, re.M) == ["cpu0 "]  # noswap's cpuset is cpu 3 alone
+    assert re.findall(r"^cpu\d+ ", stat, re.M) == ["cpu3 "]  # noswap's cpuset is cpu 3 alone
     assert observer.fallbacks == []
 
 
@@ -346,7 +361,7 @@ def test_reader_that_exited_before_resolution_gets_the_host_file(tmp_path):
     server = make_server(tree, observer=observer)
     shutil.rmtree(os.path.join(tree, f"proc/{V2_15M_PID}"))
     for path, virtual in FILES.items():
-        assert server.content(path, V2_15M_PID) == host_bytes(tree, virtual.host_name)
+        assert server.content(path, V2_15M_PID) == host_text(tree, virtual)
     assert {reason for _, reason in observer.fallbacks} == {"unresolved"}
 
 
@@ -378,7 +393,7 @@ def test_any_bytes_in_any_counter_file(tmp_path_factory, data, content):
         server = make_server(tree)
         for virtual_path, virtual in FILES.items():
             data_out = server.content(virtual_path, V2_15M_PID)
-            if data_out != host_bytes(tree, virtual.host_name):
+            if data_out != host_text(tree, virtual):
                 assert well_formed(virtual_path, data_out.decode("ascii", "replace"), host_memtotal_kb) is None
     finally:
         with open(path, "wb") as f:

@@ -18,6 +18,7 @@ MOUNTS = os.path.join(FIXTURES, "mounts-6.18.44-docker")  # mount tables, see ca
 HYBRID_CHILD_PID = 4242  # in fixture-parent/fixture-child (memory 15M < parent 64M)
 HYBRID_ROOT_PID = 4343   # in every root cgroup: a host process
 V2_15M_PID, V2_POD_PID, V2_NOSWAP_PID, V2_UNLIMITED_PID, V2_VANISHED_PID = 101, 201, 301, 401, 501
+V2_PARTIAL_PID = 601  # quota.slice/cpuquota.service: cpu controller only, the rest its parent's
 
 
 def hierarchy(tree: str):

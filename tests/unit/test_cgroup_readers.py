@@ -82,6 +82,19 @@ def test_v2_cpu_cpuset_io_pressure():
     assert sorted(r.thread_ids(paths)) == [101, 102, 103]
 
 
+def test_v2_partly_enabled_controllers_take_each_value_from_the_nearest_ancestor():
+    # quota.slice enables only `cpu` for its children: the service has cpu.max, and its
+    # memory, cpuset and io are quota.slice's (the kernel charges and limits them there).
+    r = reader(V2)
+    paths = v2_paths("/quota.slice/cpuquota.service")
+    memory = r.memory(paths)
+    assert (memory.limit_bytes, memory.usage_bytes, memory.anon_bytes) == (128 * MIB, 20 * MIB, 8 * MIB)
+    assert r.cpuset(paths).cpus == (0, 1, 2, 3)
+    assert (r.cpu(paths).quota_usec, r.cpu(paths).user_usec) == (50000, 400000)
+    assert [(d.major, d.minor, d.read_bytes) for d in r.io(paths).devices] == [(8, 0, 4096)]
+    assert r.pressure(paths, "io").full_total_usec == 800
+
+
 def test_vanished_cgroup_raises_cgroup_gone():
     with pytest.raises(CgroupGone):
         reader(V2).memory(v2_paths("/vanished.scope"))

@@ -18,6 +18,7 @@ from tests.unit.fixture_trees import (
     V2,
     V2_15M_PID,
     V2_NOSWAP_PID,
+    V2_PARTIAL_PID,
     V2_POD_PID,
     V2_UNLIMITED_PID,
     V2_VANISHED_PID,
@@ -35,6 +36,7 @@ CASES = [
     ("v2", V2, V2_NOSWAP_PID),
     ("v2", V2, V2_UNLIMITED_PID),
     ("v2", V2, V2_VANISHED_PID),
+    ("v2", V2, V2_PARTIAL_PID),
 ]
 
 

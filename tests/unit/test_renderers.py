@@ -9,9 +9,9 @@ from cgroupfs.cgroups.model import CpuStats, MemoryStats
 from cgroupfs.files import cpu_online, loadavg, meminfo, stat, swaps, uptime
 from cgroupfs.host.meminfo import parse_meminfo
 from cgroupfs.host.stat import parse_stat
-from cgroupfs.layout import CONTAINER_TARGETS
+from cgroupfs.layout import ALL_TARGETS
 from cgroupfs.rising import RisingCounters
-from cgroupfs.table import FILES
+from cgroupfs.table import DIRECTORIES, FILES
 from tests.unit.fixture_trees import (
     HYBRID,
     HYBRID_CHILD_PID,
@@ -19,6 +19,7 @@ from tests.unit.fixture_trees import (
     V2,
     V2_15M_PID,
     V2_NOSWAP_PID,
+    V2_PARTIAL_PID,
     V2_POD_PID,
     V2_UNLIMITED_PID,
     V2_VANISHED_PID,
@@ -39,8 +40,11 @@ def host_file(tree, name):
         return f.read()
 
 
-def test_layout_and_table_list_the_same_files():
-    assert set(CONTAINER_TARGETS) == set(FILES)
+def test_every_file_of_the_table_is_mounted_into_containers():
+    # each file is a target or inside one (the cpu directory), and each target is served
+    for path in FILES:
+        assert path in ALL_TARGETS or path.rsplit("/", 1)[0] in ALL_TARGETS
+    assert set(ALL_TARGETS) <= set(FILES) | set(DIRECTORIES)
 
 
 @pytest.mark.parametrize("tree,pid,total_kb", [
@@ -99,15 +103,27 @@ def processors(text):
     return [int(line.split(":")[1]) for line in text.splitlines() if line.startswith("processor")]
 
 
-def test_cpuset_with_gaps_renumbered_and_capped_by_quota():
-    # cpuset 0-2,5,7-8 and cpu.max 1.5 cpus -> 2 cpus by default, 6 without the cap
+def test_cpuset_with_gaps_keeps_kernel_ids_and_the_quota_keeps_the_lowest():
+    # cpuset 0-2,5,7-8 and cpu.max 1.5 cpus -> its 2 lowest cpus by default, 6 without the cap
     assert processors(read(V2, V2_15M_PID, "proc/cpuinfo")) == [0, 1]
     assert read(V2, V2_15M_PID, "sys/devices/system/cpu/online") == "0-1\n"
     uncapped = read(V2, V2_15M_PID, "proc/cpuinfo", cap_cpus_by_quota=False)
-    assert processors(uncapped) == [0, 1, 2, 3, 4, 5]
-    assert read(V2, V2_15M_PID, "sys/devices/system/cpu/online", cap_cpus_by_quota=False) == "0-5\n"
-    assert processors(read(V2, V2_NOSWAP_PID, "proc/cpuinfo")) == [0]
-    assert read(V2, V2_NOSWAP_PID, "sys/devices/system/cpu/online") == "0\n"
+    assert processors(uncapped) == [0, 1, 2, 5, 7, 8]
+    assert read(V2, V2_15M_PID, "sys/devices/system/cpu/online", cap_cpus_by_quota=False) == "0-2,5,7-8\n"
+    uncapped_stat = parse_stat(read(V2, V2_15M_PID, "proc/stat", cap_cpus_by_quota=False))
+    assert sorted(uncapped_stat.per_cpu) == [0, 1, 2, 5, 7, 8]
+
+
+@pytest.mark.parametrize("path", ["proc/cpuinfo", "proc/stat", "sys/devices/system/cpu/online"])
+def test_cpuset_of_one_cpu_shows_that_cpus_id_everywhere(path):
+    # cpuset {3}: the kernel calls it cpu3 (sched_getaffinity, taskset, the cpuN directory)
+    text = read(V2, V2_NOSWAP_PID, path)
+    if path == "proc/cpuinfo":
+        assert processors(text) == [3]
+    elif path == "proc/stat":
+        assert sorted(parse_stat(text).per_cpu) == [3]
+    else:
+        assert text == "3\n"
 
 
 # (tree, pid, cpus' worth of quota: None without one; the fixtures' cpu.max / cfs files)
@@ -121,10 +137,11 @@ def test_stat_lines_add_up_to_the_quotas_share_and_match_cpuinfo(tree, pid, quot
     host = parse_stat(host_file(tree, "stat"))
     visible = srv._sources(pid, srv.resolve(pid, 0)).visible_cpus()
     assert len(rendered.per_cpu) == len(processors(srv.content("proc/cpuinfo", pid).decode()))
+    assert sorted(rendered.per_cpu) == list(visible)
     elapsed = sum(host.per_cpu[host_cpu].total for host_cpu in visible)
     if quota_cpus is None:
-        for number, host_cpu in enumerate(visible):
-            assert rendered.per_cpu[number].total == host.per_cpu[host_cpu].total
+        for host_cpu in visible:
+            assert rendered.per_cpu[host_cpu].total == host.per_cpu[host_cpu].total
     else:
         assert abs(rendered.total.total - elapsed * quota_cpus / len(visible)) <= 1
     assert rendered.total.total == sum(c.total for c in rendered.per_cpu.values())
@@ -230,8 +247,8 @@ def test_uptime_and_online_renderers():
     assert uptime.container_uptime(100.0, 5000, 100) == 50.0
     assert uptime.render(50.0, 2, 30_000_000) == b"50.00 70.00\n"
     assert uptime.render(1.0, 1, 5_000_000) == b"1.00 0.00\n"  # idle never negative
-    assert cpu_online.render((3,)) == b"0\n"
-    assert cpu_online.render((0, 4, 9)) == b"0-2\n"
+    assert cpu_online.render((3,)) == b"3\n"
+    assert cpu_online.render((0, 4, 9)) == b"0,4,9\n"
 
 
 def test_swaps_renderer_caps_at_host_swap():
@@ -244,3 +261,41 @@ def test_stat_busy_ticks_never_exceed_a_cpus_elapsed_ticks():
     cpu = CpuStats(user_usec=10_000_000, system_usec=10_000_000, per_cpu_usec=None, quota_usec=None, period_usec=100000)
     rendered = parse_stat(stat.render(host, cpu, (0,), 0, 0).decode())
     assert rendered.per_cpu[0].values[:4] == (100, 0, 0, 0)
+
+
+def vmstat_values(text):
+    return {name: int(value) for name, value in (line.split() for line in text.splitlines())}
+
+
+def test_vmstat_counts_the_containers_faults_pages_and_oom_kills_and_keeps_host_lines():
+    values = vmstat_values(read(V2, V2_15M_PID, "proc/vmstat"))
+    host = vmstat_values(host_file(V2, "vmstat"))
+    assert list(values) == list(host)  # the kernel's lines, in its order
+    assert (values["pgfault"], values["pgmajfault"], values["oom_kill"]) == (1234, 5, 1)
+    assert (values["nr_anon_pages"], values["nr_file_pages"], values["nr_dirty"]) == (256, 768, 32)
+    assert values["nr_free_pages"] == (15 - 5) * 1024 * 1024 // 4096  # MemTotal - usage, in pages
+    assert values["workingset_refault_file"] == 0 and values["pgpgin"] == host["pgpgin"]
+    v1 = vmstat_values(read(HYBRID, HYBRID_CHILD_PID, "proc/vmstat"))
+    assert (v1["pgfault"], v1["pgmajfault"], v1["nr_shmem"]) == (181, 2, 6000640 // 4096)  # total_pgfault, ...
+
+
+def test_pressure_is_the_cgroups_own_psi_file():
+    # a cgroup with only the cpu controller still has the PSI files of its own tasks
+    assert read(V2, V2_PARTIAL_PID, "proc/pressure/cpu") == (
+        "some avg10=1.00 avg60=0.50 avg300=0.10 total=5000\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    assert read(V2, V2_PARTIAL_PID, "proc/pressure/io").splitlines()[1].endswith(" total=800")
+    assert read(V2, V2_15M_PID, "proc/pressure/memory").startswith("some avg10=0.00 avg60=0.00 avg300=0.00 total=12345\n")
+
+
+def test_slabinfo_lists_a_v1_cgroups_own_caches_and_never_the_hosts(tmp_path):
+    from cgroupfs.cgroups import v1
+    from cgroupfs.files import slabinfo
+    (tmp_path / "memory.kmem.slabinfo").write_text(  # v1 before 5.9: the cgroup's own caches
+        slabinfo.HEADER + "dentry              420    420    192   21    1 : tunables    0    0    0 : slabdata     20     20      0\n")
+    caches = v1.read_slab_caches([str(tmp_path)])
+    assert slabinfo.render(caches).decode().splitlines()[2].startswith("dentry              420")
+    (tmp_path / "memory.kmem.slabinfo").write_text("")  # 5.9 and later print nothing
+    assert v1.read_slab_caches([str(tmp_path)]) is None
+    assert read(V2, V2_15M_PID, "proc/slabinfo") == slabinfo.HEADER
+    assert read(HYBRID, HYBRID_ROOT_PID, "proc/slabinfo") == slabinfo.HEADER  # a host reader too
