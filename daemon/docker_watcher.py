@@ -219,10 +219,12 @@ class DockerWatcher:
             log.info("container %s exited before injection; nothing to do", who)
             self.stats.injection_skipped()
             return
+        # With views, the per-reader files (bound by `cgroupfs-runtime` or the flags) are ours too.
+        per_reader = self._our_identities(self.mountpoint) if self.views is not None else None
         outcomes: dict[str, inject.FileResult] = {}
         for delay in (*RETRY_DELAYS_S, None):
             try:
-                results = inject.inject(pid, source, ours=ours)
+                results = inject.inject(pid, source, ours=ours, also_ours=per_reader)
             except inject.ContainerGone:
                 log.info("container %s exited during injection; nothing to do", who)
                 self.stats.injection_skipped()

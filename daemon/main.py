@@ -23,11 +23,13 @@ from cgroupfs_daemon import fuse_protocol
 from cgroupfs_daemon.docker_watcher import DockerWatcher
 from cgroupfs_daemon.fuse_files import PerReaderFiles
 from cgroupfs_daemon.fuse_session import Session, mount, serve_in_main_thread, unmount
+from cgroupfs_daemon.heal_all import NamespaceHealer
 from cgroupfs_daemon.inject import DEFAULT_RUNNER
 from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
 from cgroupfs_daemon.metrics import MetricsError, MetricsServer
 from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint
 from cgroupfs_daemon.notify import Notifier
+from cgroupfs_daemon.runtime_containers import RuntimeContainers
 from cgroupfs_daemon.state import StateWriter
 from cgroupfs_daemon.stats import DaemonStats
 from cgroupfs_daemon.views import Views
@@ -116,6 +118,8 @@ class Daemon:
                 raise StartupError(str(exc)) from None
         if config.docker_host is not None:
             self.add_component(DockerWatcher(self.mountpoint, config.docker_host, self.stats, views=self.views))
+        self.add_component(RuntimeContainers(self.stats))
+        self.add_component(NamespaceHealer(self.mountpoint, self.stats, self.views))
         self.add_component(StateWriter(None, self.stats, mountpoint=self.mountpoint,
                                        docker_host=config.docker_host, metrics_address=config.metrics_address))
         # Last: started once everything else runs (READY=1 means "all up"), stopped first
@@ -142,7 +146,9 @@ class Daemon:
 
     def _mount(self, mountpoint: str, subtype: str) -> int:
         try:
-            return mount(mountpoint, subtype, subtype)
+            # The mount point as the source: a dead mount in a container names the
+            # daemon it belonged to (heal_all.py heals only its own).
+            return mount(mountpoint, mountpoint, subtype)
         except OSError as exc:
             raise StartupError(f"mounting {mountpoint} failed ({exc.strerror})") from None
 
