@@ -45,6 +45,9 @@ CONTAINERD_RUNC_OPTIONS = {
 }
 
 
+RUNC_RUNTIME_TYPE = "io.containerd.runc.v2"
+
+
 class SetupError(Exception):
     """The file cannot be edited safely; the message says why (it is left untouched)."""
 
@@ -90,6 +93,7 @@ def _header(line: str) -> str | None:
 
 
 def toml_table(path: tuple[str, ...]) -> str:
+    """The TOML name of a table path: bare keys where allowed, "quoted" others."""
     return ".".join(f'"{part}"' if not re.fullmatch(r"[A-Za-z0-9_-]+", part) else part for part in path)
 
 
@@ -199,11 +203,16 @@ def edit_containerd(text: str, runtime_path: str, undo: bool) -> str:
         raise SetupError(f"unknown containerd config version {version!r}")
     path = CONTAINERD_RUNC_OPTIONS[version]
     prefix = "version = 2\n\n" if not text.strip() else ""
-    table = toml_table(path[:-1]) + "." + toml_table(path[-1:])
+    table = toml_table(path)
+    runc_table = toml_table(path[:-1])
     if undo:
-        edited = unset_toml(text, table, "BinaryName")
+        edited = unset_toml(unset_toml(text, table, "BinaryName"), runc_table, "runtime_type")
     else:
         edited = set_toml(prefix + text, table, "BinaryName", json.dumps(runtime_path))
+        # A runc table of our own replaces containerd's default one as a whole: it must
+        # say its type, or containerd loads runc with none.
+        if _lookup(_parse_toml(edited, "the edited config.toml"), path[:-1] + ("runtime_type",)) is None:
+            edited = set_toml(edited, runc_table, "runtime_type", json.dumps(RUNC_RUNTIME_TYPE))
     found = _lookup(_parse_toml(edited, "the edited config.toml"), path + ("BinaryName",))
     if (found == runtime_path) == undo:
         raise SetupError(f"the edit would not read back as intended (BinaryName {found!r}); edit config.toml "

@@ -85,7 +85,6 @@ class Podman(_Engine):
             f.write('[engine]\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\n')
         # podman raises a container's nofile and nproc limits to the maximum, which a host
         # without CAP_SYS_RESOURCE in its bounding set refuses: `podman run` gets what we have.
-        import resource
 
         self.run_args = [f"--ulimit={name}={hard}:{hard}" for name, hard in (
             ("nofile", 1024),
