@@ -126,12 +126,13 @@ def set_toml(text: str, table: str, key: str, value: str) -> str:
     pattern = _key_pattern(key)
     for index in range(start + 1, end):
         if pattern.match(lines[index]):
+            indent = lines[index][:len(lines[index]) - len(lines[index].lstrip())]
             if lines[index].strip() == wanted:
                 return text
             if MARK in lines[index]:
-                lines[index] = wanted
+                lines[index] = indent + wanted
             else:
-                lines[index:index + 1] = [WAS + lines[index].strip(), wanted]
+                lines[index:index + 1] = [indent + WAS + lines[index].strip(), indent + wanted]
             return "\n".join(lines) + "\n"
     lines.insert(start + 1, wanted)
     return "\n".join(lines) + "\n"
@@ -148,8 +149,10 @@ def unset_toml(text: str, table: str, key: str) -> str:
     for index in range(start + 1, end):
         if pattern.match(lines[index]) and MARK in lines[index]:
             previous = lines[index - 1] if index - 1 > start else ""
-            if previous.startswith(WAS) and pattern.match(previous[len(WAS):]):
-                lines[index - 1:index + 1] = [previous[len(WAS):]]
+            indent = previous[:len(previous) - len(previous.lstrip())]
+            replaced = previous.lstrip()[len(WAS):]
+            if previous.lstrip().startswith(WAS) and pattern.match(replaced):
+                lines[index - 1:index + 1] = [indent + replaced]
             else:
                 del lines[index]
             break

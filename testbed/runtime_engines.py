@@ -31,7 +31,11 @@ def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc")
     settings go in the script: the test daemon's mount point and state file (as
     testbed.daemon_process sets them), and no settings file."""
     path = os.path.join(directory, f"cgroupfs-runtime-{runtime}")
-    wrapper = os.path.join(os.path.dirname(sys.executable), "cgroupfs-runtime")
+    # The virtualenv's (beside its python), else the one on PATH (the v2 lane's guest).
+    wrapper = shutil.which("cgroupfs-runtime", path=os.path.dirname(sys.executable)) or shutil.which(
+        "cgroupfs-runtime")
+    if wrapper is None:
+        raise EngineUnavailable("cgroupfs-runtime is not installed (pip install -e .)")
     state_file = mountpoint.rstrip("/") + ".state.json"
     with open(path, "w") as f:
         f.write("#!/bin/sh\n"
