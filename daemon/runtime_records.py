@@ -4,11 +4,10 @@ At `create` the wrapper writes one small JSON file per container into the
 `containers` directory beside the daemon's state file (/run/cgroupfs/containers/
 <id>.json): its name and image as config.json (or Docker's config.v2.json) says,
 a few annotations (Kubernetes', podman's, nerdctl's), the pid file the engine
-asked the runtime to write.  `delete` removes it; the daemon removes the records
-of containers whose process is gone (RuntimeContainers).  Bounded: at most
-MAX_RECORDS files, values and annotations cut to a size.
-
-The wrapper's half (record, forget_after_delete) imports nothing heavy.
+asked the runtime to write.  The daemon removes the records of containers whose
+process is gone (runtime_containers.py), within seconds; the wrapper does not
+act on `delete`, so that every call but create goes straight to the runtime.
+Bounded: at most MAX_RECORDS files, values and annotations cut to a size.
 """
 
 from __future__ import annotations
@@ -86,17 +85,6 @@ def record(container_id: str, spec: dict, docker: dict, pid_file: str, bundle: s
     except OSError:
         return False
     return True
-
-
-def forget_after_delete(argv: list[str], environ=os.environ) -> None:
-    """`delete [--force] ID`: remove the container's record (the engine may call delete twice)."""
-    positional = [arg for arg in argv if not arg.startswith("-")]
-    if not positional or not usable_id(positional[0]):
-        return
-    try:
-        os.unlink(os.path.join(records_directory(environ), positional[0] + ".json"))
-    except OSError:
-        pass
 
 
 def read_records(directory: str) -> list[dict]:

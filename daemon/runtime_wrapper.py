@@ -9,7 +9,7 @@ config.json (runtime_bundle.py), so the container's first instruction reads its
 own values.
 
 Cheap: this module imports only os and sys at the top; a non-create call reads
-one setting and execs.  Never the reason a container fails to start: whatever
+one setting (settings_file.py, no heavy import) and execs.  Never the reason a container fails to start: whatever
 goes wrong while preparing the bundle is one log line and the bundle untouched.
 """
 
@@ -47,7 +47,7 @@ def real_runtime(environ=os.environ) -> str:
     """The runtime to exec: CGROUPFS_RUNTIME from the environment, else from the settings file."""
     runtime = environ.get(RUNTIME_SETTING)
     if runtime is None:
-        from cgroupfs_daemon.config import ConfigError, config_path, read_config
+        from cgroupfs_daemon.settings_file import ConfigError, config_path, read_config
 
         try:
             runtime = read_config(config_path(environ)).get(RUNTIME_SETTING)
@@ -90,10 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # anything: the container starts without our files
             log_line(global_flags, f"container not prepared ({type(exc).__name__}: {exc}); starting it "
                                    "without the cgroupfs files")
-    elif command == "delete":
-        from cgroupfs_daemon.runtime_records import forget_after_delete
-
-        forget_after_delete(argv[index + 1:])
     runtime = real_runtime()
     try:
         os.execvp(runtime, [runtime, *argv])

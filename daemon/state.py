@@ -15,9 +15,12 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from cgroupfs import __version__
-from cgroupfs_daemon.stats import DaemonStats
+import cgroupfs
+
+if TYPE_CHECKING:
+    from cgroupfs_daemon.stats import DaemonStats
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class StateWriter:
         stats = self.stats.snapshot()
         return {
             "format": STATE_FORMAT,
-            "version": __version__,
+            "version": cgroupfs.__version__,
             "pid": os.getpid(),
             "started_at": stats.started_at,
             "updated_at": time.time(),

@@ -24,15 +24,16 @@ from testbed.timing import scaled
 IMAGE = "localhost/cgroupfs-test-busybox:latest"
 
 
-def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc") -> str:
+def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc", wrapper: str | None = None) -> str:
     """An executable that runs this checkout's `cgroupfs-runtime` with a test daemon's settings.
 
     The engines' runtime processes do not all inherit the test's environment, so the
     settings go in the script: the test daemon's mount point and state file (as
-    testbed.daemon_process sets them), and no settings file."""
+    testbed.daemon_process sets them), and no settings file.  `wrapper`: which
+    cgroupfs-runtime (default: this virtualenv's)."""
     path = os.path.join(directory, f"cgroupfs-runtime-{runtime}")
     # The virtualenv's (beside its python), else the one on PATH (the v2 lane's guest).
-    wrapper = shutil.which("cgroupfs-runtime", path=os.path.dirname(sys.executable)) or shutil.which(
+    wrapper = wrapper or shutil.which("cgroupfs-runtime", path=os.path.dirname(sys.executable)) or shutil.which(
         "cgroupfs-runtime")
     if wrapper is None:
         raise EngineUnavailable("cgroupfs-runtime is not installed (pip install -e .)")
