@@ -30,9 +30,11 @@ import threading
 
 from cgroupfs.layout import CONTAINER_TARGETS, DEFAULT_MOUNTPOINT
 from cgroupfs_daemon import runtime_records
-from cgroupfs_daemon.config import read_settings
+from cgroupfs_daemon.settings_file import setting
 
 OPT_OUT = "cgroupfs.inject"
+# The options table's MOUNTPOINT row (options.py), spelt out as in runtime_wrapper.py.
+MOUNTPOINT_SETTING = "CGROUPFS_MOUNTPOINT"
 # How long the daemon's mount may take to answer before the container starts without it.
 ANSWER_TIMEOUT_S = 0.1
 # Flags of `create`/`run` (runc and crun) that take a value.
@@ -158,9 +160,7 @@ def prepare(argv: list[str], global_flags: dict[str, str], environ=os.environ) -
                            environ)
     if opted_out(spec.get("annotations")) or opted_out(docker_labels):
         return []
-    settings = read_settings(environ)
-    mountpoint = os.path.abspath(str(settings["mountpoint"].value) if "mountpoint" in settings
-                                 else DEFAULT_MOUNTPOINT)
+    mountpoint = os.path.abspath(setting(MOUNTPOINT_SETTING, environ) or DEFAULT_MOUNTPOINT)
     if not mount_answers(mountpoint):
         raise NotPrepared(f"the cgroupfs mount {mountpoint} does not answer within "
                           f"{ANSWER_TIMEOUT_S * 1000:.0f} ms (is the daemon running?)")

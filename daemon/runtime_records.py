@@ -26,7 +26,7 @@ IMAGE_KEYS = ("io.kubernetes.cri.image-name", "org.opencontainers.image.ref.name
 
 
 def records_directory(environ=os.environ) -> str:
-    from cgroupfs_daemon.state import default_state_path
+    from cgroupfs_daemon.settings_file import default_state_path
 
     return os.path.join(os.path.dirname(default_state_path(environ)), "containers")
 

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 
 DEFAULT_CONFIG_PATH = "/etc/default/cgroupfs"
 CONFIG_PATH_ENVIRONMENT = "CGROUPFS_CONFIG"
+# The daemon's state file (state.py): environment only, the unit's RuntimeDirectory= decides it.
+DEFAULT_STATE_PATH = "/run/cgroupfs/state.json"
+STATE_PATH_ENVIRONMENT = "CGROUPFS_STATE_FILE"
 _NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _NAME_REST = _NAME_FIRST | frozenset("0123456789")
 
@@ -67,6 +70,19 @@ def _unescape(text: str) -> str:
         out.append(text[index])
         index += 1
     return "".join(out)
+
+
+def default_state_path(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get(STATE_PATH_ENVIRONMENT) or DEFAULT_STATE_PATH
+
+
+def setting(name: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """One setting as a string: the environment's, else the settings file's; None when unset.
+
+    For `cgroupfs-runtime`, which cannot afford the options table's imports on every
+    call; the daemon and the other commands read settings through config.py."""
+    value = environ.get(name)
+    return value if value is not None else read_config(config_path(environ)).get(name)
 
 
 def config_path(environ: Mapping[str, str] = os.environ, path: str | None = None) -> str:
