@@ -4,11 +4,11 @@ After the daemon was killed, every file it had put into a container (by the Dock
 watcher, the flags or `cgroupfs-runtime`) answers "Transport endpoint is not
 connected".  At start-up the new daemon finds them without asking any engine:
 one process per mount namespace from /proc, that process's mountinfo at the
-eight targets, and a top mount there that is one of ours (its source is our mount
-point: the daemon mounts with the mount point as the source, so a dead mount of
-another daemon instance is not taken for ours) and whose filesystem no longer
-answers.  Only those targets are healed (inject.py: a fresh mount beneath the
-dead one); a namespace without such a mount is never touched.
+eight targets, and a top mount there that is one of ours (its source names our
+mount point: fuse_session.mount_source(), so a dead mount of another daemon
+instance is not taken for ours) and whose filesystem no longer answers.  Only
+those targets are healed (inject.py: a fresh mount beneath the dead one); a
+namespace without such a mount is never touched.
 
 A dead view (its root is /<container id>/<file>) is healed with a view of the same
 id; a dead per-reader file with the per-reader file.  The Docker watcher may heal
@@ -25,6 +25,7 @@ import time
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs.mountinfo import MountEntry, read_mountinfo, top_mounts
 from cgroupfs_daemon import inject
+from cgroupfs_daemon.fuse_session import mount_source
 from cgroupfs_daemon.inject_plan import DEAD_MOUNT_ERRNOS
 from cgroupfs_daemon.stats import DaemonStats
 from cgroupfs_daemon.views import VIEW_ID, Views
@@ -84,9 +85,9 @@ class NamespaceHealer:
     def heal_all(self) -> int:
         """Heal every namespace; the number of namespaces healed."""
         started = time.monotonic()
-        sources = {self.mountpoint}
+        sources = {mount_source(self.mountpoint)}
         if self.views is not None:
-            sources.add(self.views.mountpoint)
+            sources.add(mount_source(self.views.mountpoint))
         own = os.stat("/proc/self/ns/mnt").st_ino
         healed = 0
         for inode, pid in namespaces().items():
@@ -111,7 +112,7 @@ class NamespaceHealer:
         for target, top in dead.items():
             relative = TARGET_RELATIVE[target]
             view_id = top.root.removesuffix("/" + relative).lstrip("/")
-            if top.source == self.mountpoint or self.views is None or not VIEW_ID.match(view_id):
+            if top.source == mount_source(self.mountpoint) or self.views is None or not VIEW_ID.match(view_id):
                 jobs.setdefault(self.mountpoint, ({}, None))[0][relative] = target
                 continue
             directory = self.views.add(view_id, pid)

@@ -22,7 +22,7 @@ from cgroupfs.sources import Options
 from cgroupfs_daemon import fuse_protocol
 from cgroupfs_daemon.docker_watcher import DockerWatcher
 from cgroupfs_daemon.fuse_files import PerReaderFiles
-from cgroupfs_daemon.fuse_session import Session, mount, serve_in_main_thread, unmount
+from cgroupfs_daemon.fuse_session import Session, mount, mount_source, serve_in_main_thread, unmount
 from cgroupfs_daemon.heal_all import NamespaceHealer
 from cgroupfs_daemon.inject import DEFAULT_RUNNER
 from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
@@ -146,9 +146,9 @@ class Daemon:
 
     def _mount(self, mountpoint: str, subtype: str) -> int:
         try:
-            # The mount point as the source: a dead mount in a container names the
+            # A source naming this mount point: a dead mount in a container names the
             # daemon it belonged to (heal_all.py heals only its own).
-            return mount(mountpoint, mountpoint, subtype)
+            return mount(mountpoint, mount_source(mountpoint), subtype)
         except OSError as exc:
             raise StartupError(f"mounting {mountpoint} failed ({exc.strerror})") from None
 
