@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             log_line(global_flags, f"container not prepared ({type(exc).__name__}: {exc}); starting it "
                                    "without the cgroupfs files")
     runtime = real_runtime()
+    if os.path.basename(runtime) == "cgroupfs-runtime":  # would exec itself forever
+        log_line(global_flags, f"{RUNTIME_SETTING} names cgroupfs-runtime itself; set it to runc or crun")
+        return 127
     try:
         os.execvp(runtime, [runtime, *argv])
     except OSError as exc:

@@ -194,3 +194,9 @@ def test_setup_keeps_the_files_mode(tmp_path):
     os.chmod(path, 0o600)
     setup("docker", str(path), "/rt")
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_the_wrapper_refuses_to_run_itself(capsys, monkeypatch):
+    monkeypatch.setenv("CGROUPFS_RUNTIME", "/opt/cgroupfs/bin/cgroupfs-runtime")
+    assert runtime_wrapper.main(["state", "x"]) == 127
+    assert "names cgroupfs-runtime itself" in capsys.readouterr().err
