@@ -9,7 +9,7 @@ to config.json, sourced from the daemon's per-reader mount, unless:
   /etc/hostname file Docker bind-mounts into every container);
 - the container already mounts that destination (LXCFS, the user's own -v): that
   path is left alone;
-- the daemon's mount does not answer within ANSWER_TIMEOUT_S: nothing is added
+- the daemon's mount does not answer within CGROUPFS_RUNTIME_WAIT_MS: nothing is added
   (the bind sources would not exist, and runc would fail the container).
 
 Why the per-reader files and not a view: a view is keyed by a container the
@@ -35,8 +35,10 @@ from cgroupfs_daemon.settings_file import setting
 OPT_OUT = "cgroupfs.inject"
 # The options table's MOUNTPOINT row (options.py), spelt out as in runtime_wrapper.py.
 MOUNTPOINT_SETTING = "CGROUPFS_MOUNTPOINT"
-# How long the daemon's mount may take to answer before the container starts without it.
-ANSWER_TIMEOUT_S = 0.1
+# How long the daemon's mount may take to answer before the container starts without
+# it: the options table's RUNTIME_WAIT_MS row, spelt out as in runtime_wrapper.py.
+WAIT_SETTING = "CGROUPFS_RUNTIME_WAIT_MS"
+DEFAULT_WAIT_MS = 100.0
 # Flags of `create`/`run` (runc and crun) that take a value.
 CREATE_VALUE_FLAGS = frozenset({"bundle", "b", "console-socket", "pid-file", "preserve-fds", "config", "f"})
 # A Docker container's config.v2.json is a few KiB; never read a huge one.
@@ -93,23 +95,27 @@ def docker_config(spec: dict) -> dict:
     return {}
 
 
-def mount_answers(mountpoint: str, timeout_s: float = ANSWER_TIMEOUT_S) -> bool:
+def mount_answers(mountpoint: str, timeout_s: float) -> bool:
     """Whether a file of the daemon's mount can be read within `timeout_s`.
 
     In a thread: a wedged FUSE mount can block a read for long; the exec that follows
-    ends the blocked thread (a FUSE wait is killable)."""
-    answered = threading.Event()
+    ends the blocked thread (a FUSE wait is killable).  A missing or dead mount
+    fails at once, without waiting."""
+    done = threading.Event()
+    answered: list[bool] = []
 
     def read() -> None:
         try:
             with open(os.path.join(mountpoint, "sys/devices/system/cpu/online"), "rb") as f:
                 if f.read(64):
-                    answered.set()
+                    answered.append(True)
         except OSError:
             pass
+        finally:
+            done.set()
 
     threading.Thread(target=read, daemon=True).start()
-    return answered.wait(timeout_s)
+    return done.wait(timeout_s) and bool(answered)
 
 
 def add_mounts(spec: dict, mountpoint: str) -> list[str]:
@@ -161,9 +167,10 @@ def prepare(argv: list[str], global_flags: dict[str, str], environ=os.environ) -
     if opted_out(spec.get("annotations")) or opted_out(docker_labels):
         return []
     mountpoint = os.path.abspath(setting(MOUNTPOINT_SETTING, environ) or DEFAULT_MOUNTPOINT)
-    if not mount_answers(mountpoint):
-        raise NotPrepared(f"the cgroupfs mount {mountpoint} does not answer within "
-                          f"{ANSWER_TIMEOUT_S * 1000:.0f} ms (is the daemon running?)")
+    wait_ms = float(setting(WAIT_SETTING, environ) or DEFAULT_WAIT_MS)
+    if not mount_answers(mountpoint, wait_ms / 1000):
+        raise NotPrepared(f"the cgroupfs mount {mountpoint} does not answer within {wait_ms:.0f} ms "
+                          f"(is the daemon running?)")
     added = add_mounts(spec, mountpoint)
     if added:
         write_atomically(config_path, spec)

@@ -20,7 +20,7 @@ import pytest
 from cgroupfs.cgroups.hierarchy import discover
 from testbed.daemon_process import DaemonProcess
 from testbed.docker_engine import IMAGE
-from testbed.runtime_engines import write_runtime_script
+from testbed.runtime_engines import runtime_log, write_runtime_script
 from testbed.timing import scaled, wait_for
 from tests.conftest import require
 from tests.docker.engine import running_engine
@@ -53,6 +53,15 @@ def setup():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def runtime_said(engine) -> str:
+    """The wrapper's stderr lines so far (e.g. that the mount did not answer in time)."""
+    try:
+        with open(runtime_log(os.path.dirname(engine.base))) as f:
+            return f.read()[-2000:] or "nothing"
+    except OSError:
+        return "nothing"
+
+
 def run(engine, *args: str, check: bool = True) -> str:
     return engine.cli("run", "--rm", "--network", "none", *args, check=check, timeout=120).stdout.strip()
 
@@ -61,7 +70,8 @@ def test_first_instruction_reads_the_memory_limit(setup):
     engine, _daemon = setup
     seen = [run(engine, "-m", "15m", IMAGE, *MEMTOTAL) for _ in range(RUNS)]
     wrong = [value for value in seen if value != "15360"]
-    assert not wrong, f"{len(wrong)} of {RUNS} first instructions read another MemTotal: {wrong[:5]}"
+    assert not wrong, (f"{len(wrong)} of {RUNS} first instructions read another MemTotal: {wrong[:5]}; "
+                       f"cgroupfs-runtime said: {runtime_said(engine)}")
 
 
 def test_first_instruction_reads_the_cpu_count(setup):
@@ -107,7 +117,7 @@ def test_restart_and_exec(setup):
         for _ in range(2):
             wait_for(lambda: engine.cli("exec", name, "cat", "/tmp/first", check=False).stdout.strip(),
                      scaled(30), what="the container's first instruction")
-            assert engine.cli("exec", name, "cat", "/tmp/first").stdout.strip() == "15360"
+            assert engine.cli("exec", name, "cat", "/tmp/first").stdout.strip() == "15360", runtime_said(engine)
             assert engine.cli("exec", name, *MEMTOTAL).stdout.strip() == "15360"
             engine.cli("restart", "-t", "0", name, timeout=120)
     finally:

@@ -11,7 +11,7 @@ import pytest
 from cgroupfs.layout import CONTAINER_TARGETS
 from cgroupfs_daemon import runtime_bundle, runtime_records, runtime_wrapper
 from cgroupfs_daemon.engine_setup import MARK, SetupError, edit_containerd, edit_docker, edit_podman, setup
-from cgroupfs_daemon.options import MOUNTPOINT, RUNTIME
+from cgroupfs_daemon.options import MOUNTPOINT, RUNTIME, RUNTIME_WAIT_MS
 
 # How Docker 20.10's containerd shim calls the runtime (captured on this host).
 DOCKER_CREATE = ["--root", "/var/run/docker/runtime-runc/moby", "--log", "/run/x/log.json", "--log-format", "json",
@@ -108,6 +108,8 @@ def test_the_wrappers_setting_names_are_the_tables():
     assert (runtime_wrapper.RUNTIME_SETTING, runtime_wrapper.DEFAULT_RUNTIME) == (RUNTIME.setting, RUNTIME.default)
     assert (runtime_bundle.MOUNTPOINT_SETTING, runtime_bundle.DEFAULT_MOUNTPOINT) == (MOUNTPOINT.setting,
                                                                                     MOUNTPOINT.default)
+    assert (runtime_bundle.WAIT_SETTING, runtime_bundle.DEFAULT_WAIT_MS) == (RUNTIME_WAIT_MS.setting,
+                                                                           RUNTIME_WAIT_MS.default)
 
 
 def test_the_log_line_goes_to_the_runtimes_json_log(tmp_path, capsys):
