@@ -40,7 +40,14 @@ def default_wrapper() -> str:
     return shutil.which("cgroupfs-runtime", path=os.path.dirname(sys.executable)) or "cgroupfs-runtime"
 
 
+def interpreter(script: str) -> str:
+    """The python a console script runs with (its #! line)."""
+    with open(script) as f:
+        return f.readline()[2:].split()[0]
+
+
 def non_create(calls: int, runtime: str, wrapper: str) -> dict[str, list[float]]:
+    python = interpreter(shutil.which(wrapper) or wrapper)
     env = dict(os.environ, CGROUPFS_RUNTIME=runtime, CGROUPFS_CONFIG="/nonexistent")
     runtime_path = shutil.which(runtime) or runtime
     with tempfile.TemporaryDirectory() as root:
@@ -48,8 +55,8 @@ def non_create(calls: int, runtime: str, wrapper: str) -> dict[str, list[float]]
         cases = {
             f"{runtime} directly": lambda: timed([runtime_path, *args]),
             "through cgroupfs-runtime": lambda: timed([wrapper, *args], env),
-            "python -I -S -c pass (start-up floor)": lambda: timed([sys.executable, "-I", "-S", "-c", "pass"]),
-            "python -c pass (with site)": lambda: timed([sys.executable, "-c", "pass"]),
+            "its python -I -S -c pass (start-up floor)": lambda: timed([python, "-I", "-S", "-c", "pass"]),
+            "its python -c pass (with site)": lambda: timed([python, "-c", "pass"]),
         }
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(calls):
