@@ -11,15 +11,18 @@ those targets are healed (inject.py: a fresh mount beneath the dead one); a
 namespace without such a mount is never touched.
 
 A dead view (its root is /<container id>/<file>) is healed with a view of the same
-id; a dead per-reader file with the per-reader file.  The Docker watcher may heal
-the same container at the same time: both heal beneath the top mount and detach
-it, which leaves one live mount whichever goes first.
+id; a dead per-reader file with the per-reader file.  With the Docker watcher on,
+this waits (at most WAIT_FOR_WATCHER_S) for the watcher's first check of every
+running container, which heals Docker's containers: the two would otherwise heal
+the same containers at once.  Should they still meet, both heal beneath the top
+mount and detach it, which leaves one live mount whichever goes first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 from cgroupfs.layout import CONTAINER_TARGETS
@@ -33,6 +36,7 @@ from cgroupfs_daemon.views import VIEW_ID, Views
 log = logging.getLogger("cgroupfs.heal")
 
 TARGET_RELATIVE = {target: relative for relative, target in CONTAINER_TARGETS.items()}
+WAIT_FOR_WATCHER_S = 10.0
 
 
 def namespaces(proc_root: str = "/proc") -> dict[int, int]:
@@ -69,15 +73,20 @@ def dead_targets(pid: int, sources: set[str]) -> dict[str, MountEntry]:
 class NamespaceHealer:
     """A component: heals once, in a thread of its own, when the daemon's mount answers."""
 
-    def __init__(self, mountpoint: str, stats: DaemonStats, views: Views | None = None):
+    def __init__(self, mountpoint: str, stats: DaemonStats, views: Views | None = None,
+                 after: threading.Event | None = None):
         self.mountpoint = os.path.abspath(mountpoint)
         self.views = views
         self.stats = stats
+        self.after = after  # the Docker watcher's first sweep, when it runs
 
     def start(self) -> None:
-        import threading
+        threading.Thread(target=self._run, name="heal-namespaces", daemon=True).start()
 
-        threading.Thread(target=self.heal_all, name="heal-namespaces", daemon=True).start()
+    def _run(self) -> None:
+        if self.after is not None:
+            self.after.wait(WAIT_FOR_WATCHER_S)
+        self.heal_all()
 
     def stop(self) -> None:
         pass

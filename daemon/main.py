@@ -116,10 +116,13 @@ class Daemon:
                 self.add_component(MetricsServer(config.metrics_address, self.stats, self.server.cgroups))
             except MetricsError as exc:
                 raise StartupError(str(exc)) from None
+        watcher = None
         if config.docker_host is not None:
-            self.add_component(DockerWatcher(self.mountpoint, config.docker_host, self.stats, views=self.views))
+            watcher = DockerWatcher(self.mountpoint, config.docker_host, self.stats, views=self.views)
+            self.add_component(watcher)
         self.add_component(RuntimeContainers(self.stats))
-        self.add_component(NamespaceHealer(self.mountpoint, self.stats, self.views))
+        self.add_component(NamespaceHealer(self.mountpoint, self.stats, self.views,
+                                           after=watcher.first_sweep_done if watcher is not None else None))
         self.add_component(StateWriter(None, self.stats, mountpoint=self.mountpoint,
                                        docker_host=config.docker_host, metrics_address=config.metrics_address))
         # Last: started once everything else runs (READY=1 means "all up"), stopped first
