@@ -130,7 +130,8 @@ def test_heal_after_sigkill_in_every_engine_without_engine_apis(base, daemon, po
                 assert read().stdout.strip() == "15360", engine
             daemon.kill()
             for engine, read in readers.items():
-                assert "not connected" in read().stderr, engine
+                dead = read()
+                assert dead.returncode != 0 and "15360" not in dead.stdout, engine  # "not connected"
             daemon.start()
             for engine, read in readers.items():
                 wait_for(lambda read=read: read().stdout.strip() == "15360", scaled(20),
