@@ -1,8 +1,8 @@
 """What `cgroupfs-runtime create` does to a bundle before the real runtime sees it.
 
-It adds one read-only bind mount per file of the path table (cgroupfs.layout, kept
-equal to cgroupfs.table by tests/unit/test_renderers.py)
-to config.json, sourced from the daemon's per-reader mount, unless:
+It adds to config.json one read-only bind mount per file of the path table
+(cgroupfs.layout, kept equal to cgroupfs.table by tests/unit/test_renderers.py),
+sourced from the daemon's per-reader mount, unless:
 - the container opted out: annotation `cgroupfs.inject=false`, or on Docker the
   label (Docker 20.10 puts neither labels nor annotations into config.json, and
   its API cannot be asked from here: dockerd waits on this very call; so the
