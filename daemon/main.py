@@ -120,7 +120,8 @@ class Daemon:
         if config.docker_host is not None:
             watcher = DockerWatcher(self.mountpoint, config.docker_host, self.stats, views=self.views)
             self.add_component(watcher)
-        self.add_component(RuntimeContainers(self.stats))
+        self.add_component(RuntimeContainers(self.stats, mountpoint=self.mountpoint,
+                                             docker_watched=watcher is not None))
         self.add_component(NamespaceHealer(self.mountpoint, self.stats, self.views,
                                            after=watcher.first_sweep_done if watcher is not None else None))
         self.add_component(StateWriter(None, self.stats, mountpoint=self.mountpoint,

@@ -20,7 +20,9 @@ cached text was rendered under, so the first instruction reads the limits runc
 wrote after its init touched the bind sources (cgroupfs/server.py).
 
 The facts config.json gives (names, image, Kubernetes annotations) are recorded
-for the daemon's metrics and status (runtime_records.py).
+for the daemon's metrics and status (runtime_records.py), with whether the files
+were bound: the daemon puts them into a container that was created while it did
+not answer (runtime_containers.py).
 """
 
 from __future__ import annotations
@@ -163,17 +165,22 @@ def prepare(argv: list[str], global_flags: dict[str, str], environ=os.environ) -
     docker = docker_config(spec)
     docker_labels = (docker.get("Config") or {}).get("Labels") or {}
     pid_file = flags.get("pid-file")
-    runtime_records.record(container_id, spec, docker, os.path.abspath(pid_file) if pid_file else "", bundle,
-                           environ)
-    if opted_out(spec.get("annotations")) or opted_out(docker_labels):
-        return []
-    mountpoint = os.path.abspath(setting(MOUNTPOINT_SETTING, environ) or DEFAULT_MOUNTPOINT)
-    wait_ms = float(setting(WAIT_SETTING, environ) or DEFAULT_WAIT_MS)
-    if not mount_answers(mountpoint, wait_ms / 1000):
-        raise NotPrepared(f"the cgroupfs mount {mountpoint} does not answer within {wait_ms:.0f} ms "
-                          f"(is the daemon running?)")
-    added = add_mounts(spec, mountpoint)
-    if added:
-        write_atomically(config_path, spec)
-    return added
+    files = runtime_records.FILES_MISSING  # what the record says unless the binds are added
 
+    try:
+        if opted_out(spec.get("annotations")) or opted_out(docker_labels):
+            files = runtime_records.FILES_OPTED_OUT
+            return []
+        mountpoint = os.path.abspath(setting(MOUNTPOINT_SETTING, environ) or DEFAULT_MOUNTPOINT)
+        wait_ms = float(setting(WAIT_SETTING, environ) or DEFAULT_WAIT_MS)
+        if not mount_answers(mountpoint, wait_ms / 1000):
+            raise NotPrepared(f"the cgroupfs mount {mountpoint} does not answer within {wait_ms:.0f} ms "
+                              f"(is the daemon running?)")
+        added = add_mounts(spec, mountpoint)
+        if added:
+            write_atomically(config_path, spec)
+        files = runtime_records.FILES_BOUND
+        return added
+    finally:
+        runtime_records.record(container_id, spec, docker, os.path.abspath(pid_file) if pid_file else "", bundle,
+                               environ, files=files)

@@ -15,6 +15,10 @@ from __future__ import annotations
 import os
 
 MAX_RECORDS = 4096
+# Whether the wrapper bound the files into the container ("files" in a record).
+FILES_BOUND = "bound"
+FILES_OPTED_OUT = "opted-out"
+FILES_MISSING = "missing"  # the mount did not answer (or another failure): the daemon injects later
 MAX_VALUE_CHARS = 256
 MAX_ANNOTATIONS = 32
 # Annotations worth keeping: they name the container (Kubernetes through CRI-O or
@@ -40,7 +44,8 @@ def _cut(value: object) -> str:
     return str(value)[:MAX_VALUE_CHARS]
 
 
-def facts(container_id: str, spec: dict, docker: dict, pid_file: str, bundle: str) -> dict:
+def facts(container_id: str, spec: dict, docker: dict, pid_file: str, bundle: str,
+          files: str = FILES_BOUND) -> dict:
     """The record of one container, from its config.json `spec` and Docker's config.v2.json `docker`."""
     annotations = spec.get("annotations") or {}
     kept = {key: _cut(value) for key, value in sorted(annotations.items())
@@ -62,10 +67,11 @@ def facts(container_id: str, spec: dict, docker: dict, pid_file: str, bundle: st
     elif annotations.get("io.container.manager") == "libpod":
         engine = "podman"
     return {"id": container_id, "engine": engine, "name": _cut(name), "image": _cut(image), "labels": labels,
-            "pid_file": pid_file, "bundle": bundle}
+            "pid_file": pid_file, "bundle": bundle, "files": files}
 
 
-def record(container_id: str, spec: dict, docker: dict, pid_file: str, bundle: str, environ=os.environ) -> bool:
+def record(container_id: str, spec: dict, docker: dict, pid_file: str, bundle: str, environ=os.environ,
+           files: str = FILES_BOUND) -> bool:
     """Write the record (atomically); False when it was not written (no room, no usable id, an error)."""
     import json
 
@@ -80,7 +86,7 @@ def record(container_id: str, spec: dict, docker: dict, pid_file: str, bundle: s
         path = os.path.join(directory, container_id + ".json")
         temporary = f"{path}.{os.getpid()}.tmp"
         with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(facts(container_id, spec, docker, pid_file, bundle), f)
+            json.dump(facts(container_id, spec, docker, pid_file, bundle, files), f)
         os.replace(temporary, path)
     except OSError:
         return False

@@ -105,6 +105,23 @@ def test_containerd_loads_what_setup_wrote(base):
     assert 'runtime_type = "io.containerd.runc.v2"' in runc.split("\n\n")[0]
 
 
+def test_a_container_created_while_the_daemon_is_away_gets_its_files_later(base, daemon, podman):
+    runtime = write_runtime_script(base, daemon.mountpoint)
+    name = f"cgfs-late-{os.getpid()}"
+    daemon.stop()
+    try:
+        podman.cli("run", "-d", "--name", name, "--network", "none", "--runtime", runtime, *podman.run_args,
+                   "-m", "15m", IMAGE, "sleep", "600")
+        assert podman.cli("exec", name, *MEMTOTAL).stdout.strip() != "15360"  # started, with the host's file
+        daemon.start()
+        wait_for(lambda: podman.cli("exec", name, *MEMTOTAL, check=False).stdout.strip() == "15360", scaled(20),
+                 what="the files injected once the daemon answers")
+    finally:
+        podman.cli("rm", "-f", "-t", "0", name, check=False)
+        if not daemon.is_serving():
+            daemon.start()
+
+
 @pytest.mark.docker
 def test_heal_after_sigkill_in_every_engine_without_engine_apis(base, daemon, podman, containerd):
     """A Docker, a podman and a containerd container, each with the files from the wrapper;

@@ -75,7 +75,8 @@ def test_prepare_leaves_the_bundle_untouched_when_the_mount_does_not_answer(tmp_
         runtime_bundle.prepare(["--bundle", str(bundle), "c1"], {}, environ)
     assert (bundle / "config.json").read_text() == text
     # The facts are recorded all the same (names for metrics).
-    assert [r["id"] for r in runtime_records.read_records(str(tmp_path / "state" / "containers"))] == ["c1"]
+    records = runtime_records.read_records(str(tmp_path / "state" / "containers"))
+    assert [(r["id"], r["files"]) for r in records] == [("c1", runtime_records.FILES_MISSING)]
 
 
 def test_kubernetes_names_kept_bounded():
