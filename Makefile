@@ -9,12 +9,14 @@ PYTEST_ARGS ?=
 
 # System packages, one list per purpose (Debian names).
 RUN_PACKAGES   := fuse3 libfuse3-3 python3-venv
-TEST_PACKAGES  := $(RUN_PACKAGES) docker.io busybox-static prometheus prometheus-node-exporter systemd util-linux procps
+TEST_PACKAGES  := $(RUN_PACKAGES) docker.io busybox-static prometheus prometheus-node-exporter systemd util-linux procps containerd runc crun
+# Host-only test packages: not in the v2 lane's VM image (tests/runtime runs on the host only).
+HOST_TEST_PACKAGES := podman
 BENCH_PACKAGES := $(TEST_PACKAGES) lxcfs
 
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: run lint test test-unit test-integration test-docker bench bench-neighbour bench-docker bench-restart deps-run deps-test deps-bench venv clean
+.PHONY: run lint test test-unit test-integration test-docker bench bench-neighbour bench-docker bench-restart bench-runtime deps-run deps-test deps-bench venv clean
 
 # Install the missing Debian packages among $(1); apt-get update only when something is missing.
 define apt_install
@@ -29,7 +31,7 @@ deps-run:
 	$(call apt_install,$(RUN_PACKAGES))
 
 deps-test:
-	$(call apt_install,$(TEST_PACKAGES))
+	$(call apt_install,$(TEST_PACKAGES) $(HOST_TEST_PACKAGES))
 
 deps-bench:
 	$(call apt_install,$(BENCH_PACKAGES))
@@ -84,6 +86,9 @@ bench-docker: deps-test venv
 # reloaded, and (the baseline) restarted without it: failed reads, longest wait.
 bench-restart: deps-test venv
 	$(VENV)/bin/python -m benchmarks.restart $(ARGS)
+
+bench-runtime: deps-test venv
+	$(VENV)/bin/python -m benchmarks.runtime_wrapper $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
@@ -171,6 +176,9 @@ V2_TIMEOUT       ?= 3000
 # Emulation runs Python 10-20x and `docker run` ~5x slower than the host: tests that wait
 # for something with a deadline multiply it by CGROUPFS_TEST_TIME_SCALE.
 V2_TIME_SCALE    ?= 10
+# The runtime wrapper's first-instruction test repeats `docker run` 60 times on the host
+# (enough to catch a 5% failure); a `docker run` takes ~5 s in the VM, so fewer there.
+V2_RUNTIME_RUNS  ?= 8
 V2_VM_ARGS       ?=
 
 .PHONY: test-v2 deps-v2
@@ -180,6 +188,8 @@ deps-v2:
 
 test-v2: deps-v2 venv
 	$(VENV)/bin/python tests/vm/run.py --timeout $(V2_TIMEOUT) --packages "$(TEST_PACKAGES)" \
-		--env CI=true --env CGROUPFS_EXPECT_CGROUP=v2 --env CGROUPFS_TEST_TIME_SCALE=$(V2_TIME_SCALE) --env CGROUPFS_TEST_FIRST_READ_RUNS=$(V2_FIRST_READ_RUNS) \
+		--env CI=true --env CGROUPFS_EXPECT_CGROUP=v2 --env CGROUPFS_TEST_TIME_SCALE=$(V2_TIME_SCALE) \
+		--env CGROUPFS_TEST_FIRST_READ_RUNS=$(V2_FIRST_READ_RUNS) \
+		--env CGROUPFS_RUNTIME_TEST_RUNS=$(V2_RUNTIME_RUNS) \
 		$(V2_VM_ARGS) \
 		-- python3 -m pytest $(V2_PYTEST_ARGS)

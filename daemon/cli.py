@@ -1,4 +1,4 @@
-"""The `cgroupfs` command: daemon, show, flags, docker run, status, version.
+"""The `cgroupfs` command: daemon, show, flags, docker run, setup, status, version.
 
 Every operator-facing failure is one sentence on stderr and a non-zero exit
 status, never a traceback.
@@ -69,6 +69,17 @@ def build_parser(configured: Mapping[str, object] | None = None) -> argparse.Arg
     docker_run = sub.add_parser("docker", help="`cgroupfs docker run ARGS...`: docker run with the flags added")
     add_options(docker_run, (MOUNTPOINT,), configured)
     docker_run.add_argument("docker_args", nargs=argparse.REMAINDER)
+
+    setup = sub.add_parser("setup", help="register cgroupfs-runtime with docker, podman or containerd (--undo)")
+    setup.add_argument("engine", choices=("docker", "podman", "containerd"))
+    setup.add_argument("--default", action="store_true", dest="make_default",
+                       help="docker: make it the default runtime, for every new container")
+    setup.add_argument("--undo", action="store_true", help="remove what setup added, put back what it replaced")
+    setup.add_argument("--config", default=None, metavar="FILE",
+                       help="the engine's file (default: /etc/docker/daemon.json, /etc/containers/containers.conf, "
+                            "/etc/containerd/config.toml)")
+    setup.add_argument("--runtime-path", default=None, metavar="PATH",
+                       help="where cgroupfs-runtime is (default: beside this cgroupfs)")
 
     sub.add_parser("version", help="print the version")
     status = sub.add_parser("status", help="is it mounted, which cgroup mode, Docker, metrics")
@@ -189,6 +200,16 @@ def cmd_docker(args) -> int:
     return docker_run(args.mountpoint, docker_args[1:])
 
 
+def cmd_setup(args) -> int:
+    from cgroupfs_daemon.engine_setup import run_setup
+
+    if args.make_default and args.engine != "docker":
+        print("cgroupfs: --default is for docker (podman's setup makes it podman's runtime already)",
+              file=sys.stderr)
+        return 2
+    return run_setup(args.engine, args.config, args.runtime_path, args.make_default, args.undo)
+
+
 def cmd_version(args) -> int:
     from cgroupfs_daemon.status import print_version
 
@@ -203,7 +224,7 @@ def cmd_status(args) -> int:
 
 COMMANDS = {
     "daemon": cmd_daemon, "show": cmd_show, "flags": cmd_flags, "docker": cmd_docker,
-    "version": cmd_version, "status": cmd_status,
+    "setup": cmd_setup, "version": cmd_version, "status": cmd_status,
 }
 
 

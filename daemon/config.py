@@ -19,71 +19,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cgroupfs_daemon.options import OPTIONS, PREFIX, Option
+from cgroupfs_daemon.settings_file import (  # noqa: F401  (the settings file's names, used through config)
+    CONFIG_PATH_ENVIRONMENT,
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    config_path,
+    parse_environment_file,
+    read_config,
+)
 
-DEFAULT_CONFIG_PATH = "/etc/default/cgroupfs"
-CONFIG_PATH_ENVIRONMENT = "CGROUPFS_CONFIG"
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off", ""}
-
-
-class ConfigError(Exception):
-    """A setting that cannot be used; the message names the file (or variable) and line."""
-
-
-def parse_environment_file(text: str, source: str = "config") -> dict[str, str]:
-    """NAME -> value from EnvironmentFile= text; raises ConfigError naming `source`:line."""
-    settings: dict[str, str] = {}
-    lines = text.splitlines()
-    index = 0
-    while index < len(lines):
-        number = index + 1
-        line = lines[index]
-        index += 1
-        while line.endswith("\\") and index < len(lines):  # continuation
-            line = line[:-1] + lines[index]
-            index += 1
-        line = line.strip()
-        if not line or line[0] in "#;":
-            continue
-        name, sep, value = line.partition("=")
-        name, value = name.strip(), value.strip()
-        if not sep or not _NAME.match(name):
-            raise ConfigError(f"{source}:{number}: expected NAME=value, got {line!r}")
-        settings[name] = _unquote(value, f"{source}:{number}")
-    return settings
-
-
-def _unquote(value: str, where: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == "'":
-        return value[1:-1]
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", value[1:-1])
-    if value[:1] in ("'", '"'):
-        raise ConfigError(f"{where}: unterminated quote in {value!r}")
-    return value
-
-
-def config_path(environ: Mapping[str, str] = os.environ, path: str | None = None) -> str:
-    return path or environ.get(CONFIG_PATH_ENVIRONMENT) or DEFAULT_CONFIG_PATH
-
-
-def read_config(path: str) -> dict[str, str]:
-    """The file's settings; {} when it does not exist."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_environment_file(text, path)
 
 
 @dataclass(frozen=True)

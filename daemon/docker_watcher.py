@@ -74,6 +74,10 @@ class DockerWatcher:
         self._container_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._ours: dict[str, dict[str, tuple[str, str]]] = {}  # mount point -> inject.own_identities()
+        # Set once the first check of every running container has finished (or Docker
+        # could not be reached): the engine-agnostic heal (heal_all.py) waits for it, so
+        # the two do not heal the same containers at once.
+        self.first_sweep_done = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -109,6 +113,7 @@ class DockerWatcher:
                 if self._stop.is_set():  # stop() closed the stream under us
                     break
                 failures += 1
+                self.first_sweep_done.set()
                 # once per outage at warning level, the retries at debug
                 (log.warning if failures == 1 else log.debug)(
                     "Docker at %s unavailable (%s); retrying with backoff, the filesystem keeps serving",
@@ -159,6 +164,7 @@ class DockerWatcher:
                 self._forget(info.id)
         futures = [self._pool.submit(self._handle, client, container_id, None) for container_id in running_ids]
         if not futures:
+            self.first_sweep_done.set()
             return
         remaining = [len(futures)]
         remaining_lock = threading.Lock()
@@ -169,6 +175,7 @@ class DockerWatcher:
                 if remaining[0] == 0:
                     log.info("checked %d running containers in %.0f ms", len(futures),
                              (time.monotonic() - started) * 1000)
+                    self.first_sweep_done.set()
 
         for future in futures:
             future.add_done_callback(one_done)
@@ -219,10 +226,12 @@ class DockerWatcher:
             log.info("container %s exited before injection; nothing to do", who)
             self.stats.injection_skipped()
             return
+        # With views, the per-reader files (bound by `cgroupfs-runtime` or the flags) are ours too.
+        per_reader = self._our_identities(self.mountpoint) if self.views is not None else None
         outcomes: dict[str, inject.FileResult] = {}
         for delay in (*RETRY_DELAYS_S, None):
             try:
-                results = inject.inject(pid, source, ours=ours)
+                results = inject.inject(pid, source, ours=ours, also_ours=per_reader)
             except inject.ContainerGone:
                 log.info("container %s exited during injection; nothing to do", who)
                 self.stats.injection_skipped()

@@ -71,6 +71,15 @@ class Filesystem(Protocol):
     def is_directory(self, node: int) -> bool: ...
 
 
+def mount_source(mountpoint: str) -> str:
+    """The source our mount of `mountpoint` shows in every mountinfo: names the daemon instance
+    (heal_all.py heals only its own dead mounts) without showing containers the host's path."""
+    import hashlib
+
+    digest = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:12]
+    return f"cgroupfs@{digest}"
+
+
 def mount(mountpoint: str, fsname: str, subtype: str) -> int:
     """Mount a new FUSE connection read-only at `mountpoint`; returns its /dev/fuse fd."""
     fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)

@@ -84,10 +84,11 @@ def _probe_dead(pid: int, target: str) -> int:
 
 
 def plan(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS,
-         ours: dict[str, Identity] | None = None) -> dict[str, str]:
+         ours: dict[str, Identity] | None = None, also_ours: dict[str, Identity] | None = None) -> dict[str, str]:
     """target -> action (mount | heal | present | foreign) for a container's init `pid`.
 
-    `ours`: own_identities(), computed once by a caller that injects often.
+    `ours`: own_identities(), computed once by a caller that injects often; `also_ours`:
+    other files of ours that count as present (inject_plan.decide).
     """
     try:
         entries = read_mountinfo(f"/proc/{pid}/mountinfo", mount_points=set(targets.values()))
@@ -97,7 +98,7 @@ def plan(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS,
         raise
     if ours is None:
         ours = own_identities(mountpoint, targets)
-    return decide(entries, targets, ours, lambda target: _probe_dead(pid, target))
+    return decide(entries, targets, ours, lambda target: _probe_dead(pid, target), also_ours)
 
 
 def _open_namespace(pid: int) -> int:
@@ -117,7 +118,8 @@ def _open_namespace(pid: int) -> int:
 
 def inject(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGETS,
            beneath: bool = True, ours: dict[str, Identity] | None = None,
-           runner: NamespaceRunner = DEFAULT_RUNNER) -> list[FileResult]:
+           runner: NamespaceRunner = DEFAULT_RUNNER, also_ours: dict[str, Identity] | None = None
+           ) -> list[FileResult]:
     """Mount or heal every file in the mount namespace of `pid`; one result per target.
 
     `ours`: see plan().  `beneath=False` heals the old way (detach, then mount) even where the kernel has
@@ -125,7 +127,7 @@ def inject(pid: int, mountpoint: str, targets: dict[str, str] = CONTAINER_TARGET
     Raises ContainerGone when the process is gone (a container that already exited),
     InjectionRefused when `pid` is not in a mount namespace of its own.
     """
-    actions = plan(pid, mountpoint, targets, ours)
+    actions = plan(pid, mountpoint, targets, ours, also_ours)
     results: dict[str, FileResult] = {}
     jobs: list[tuple[int, str, str]] = []  # (detached mount fd, target, action)
     try:

@@ -40,12 +40,14 @@ def source_identities(mountpoint: str, relatives: Iterable[str], host_entries: I
 
 
 def decide(container_entries: Iterable[MountEntry], targets: Mapping[str, str], ours: Mapping[str, Identity],
-           probe: Callable[[str], int]) -> dict[str, str]:
+           probe: Callable[[str], int], also_ours: Mapping[str, Identity] | None = None) -> dict[str, str]:
     """target -> mount | heal | present | foreign.
 
     `targets`: relative path in our mount -> path in the container; `ours`: their
-    source_identities(); `probe(target)`: the errno a statfs of `target` in the
-    container fails with, 0 if it answers; asked only about mounts that are not ours.
+    source_identities(); `also_ours`: other files of ours that count as present (the
+    per-reader files `cgroupfs-runtime` binds, where the watcher injects views);
+    `probe(target)`: the errno a statfs of `target` in the container fails with, 0
+    if it answers; asked only about mounts that are not ours.
     """
     tops = top_mounts(container_entries)
     actions = {}
@@ -53,7 +55,8 @@ def decide(container_entries: Iterable[MountEntry], targets: Mapping[str, str], 
         top = tops.get(target)
         if top is None:
             actions[target] = "mount"
-        elif (top.device, top.root) == ours[relative]:
+        elif (top.device, top.root) == ours[relative] or (
+                also_ours is not None and (top.device, top.root) == also_ours.get(relative)):
             actions[target] = "present"
         elif probe(target) in DEAD_MOUNT_ERRNOS:
             actions[target] = "heal"

@@ -23,7 +23,7 @@ from cgroupfs.sources import Options
 from cgroupfs_daemon import fuse_protocol
 from cgroupfs_daemon.docker_watcher import DockerWatcher
 from cgroupfs_daemon.fuse_files import PerReaderFiles
-from cgroupfs_daemon.fuse_session import Session, mount, serve_in_main_thread, unmount
+from cgroupfs_daemon.fuse_session import Session, mount, mount_source, serve_in_main_thread, unmount
 from cgroupfs_daemon.handoff import (
     STATE_NAME,
     Connection,
@@ -37,11 +37,13 @@ from cgroupfs_daemon.handoff import (
     reexec,
     waiting_requests,
 )
+from cgroupfs_daemon.heal_all import NamespaceHealer
 from cgroupfs_daemon.inject import DEFAULT_RUNNER
 from cgroupfs_daemon.loadavg_sampler import LoadavgSampler
 from cgroupfs_daemon.metrics import MetricsError, MetricsServer
 from cgroupfs_daemon.mount import MountError, fuse_covered, prepare_mountpoint
 from cgroupfs_daemon.notify import Notifier
+from cgroupfs_daemon.runtime_containers import RuntimeContainers
 from cgroupfs_daemon.state import StateWriter
 from cgroupfs_daemon.stats import DaemonStats
 from cgroupfs_daemon.views import Views
@@ -155,8 +157,14 @@ class Daemon:
                 self.add_component(MetricsServer(config.metrics_address, self.stats, self.server.cgroups))
             except MetricsError as exc:
                 raise StartupError(str(exc)) from None
+        watcher = None
         if config.docker_host is not None:
-            self.add_component(DockerWatcher(self.mountpoint, config.docker_host, self.stats, views=self.views))
+            watcher = DockerWatcher(self.mountpoint, config.docker_host, self.stats, views=self.views)
+            self.add_component(watcher)
+        self.add_component(RuntimeContainers(self.stats, mountpoint=self.mountpoint,
+                                             docker_watched=watcher is not None))
+        self.add_component(NamespaceHealer(self.mountpoint, self.stats, self.views,
+                                           after=watcher.first_sweep_done if watcher is not None else None))
         self.add_component(StateWriter(None, self.stats, mountpoint=self.mountpoint,
                                        docker_host=config.docker_host, metrics_address=config.metrics_address))
         # Last: started once everything else runs (READY=1 means "all up"), stopped first
@@ -185,7 +193,9 @@ class Daemon:
 
     def _mount(self, mountpoint: str, subtype: str) -> int:
         try:
-            return mount(mountpoint, subtype, subtype)
+            # A source naming this mount point: a dead mount in a container names the
+            # daemon it belonged to (heal_all.py heals only its own).
+            return mount(mountpoint, mount_source(mountpoint), subtype)
         except OSError as exc:
             raise StartupError(f"mounting {mountpoint} failed ({exc.strerror})") from None
 

@@ -87,10 +87,17 @@ VIEWS_MOUNTPOINT = Option(
 NO_VIEWS = Option(
     "--no-views", "No views: the Docker watcher puts the per-reader files into containers.", default=False,
     switch=True, exclusive="views")
+RUNTIME = Option(
+    "--runtime", "The real OCI runtime `cgroupfs-runtime` runs for the engines (runc, crun, or a path); "
+    "the daemon itself does not use it.", default="runc", metavar="PATH")
+RUNTIME_WAIT_MS = Option(
+    "--runtime-wait-ms", "How long `cgroupfs-runtime` waits for the mount to answer before it starts a container "
+    "without the files, in milliseconds.", default=100.0, type=float, metavar="MS")
 
 # `cgroupfs daemon`'s options, in the order --help and the documentation list them.
 OPTIONS = (MOUNTPOINT, DOCKER_HOST, NO_DOCKER, METRICS_ADDRESS, NO_METRICS, LOG_LEVEL, CACHE_TTL_MS,
-           NO_CPU_QUOTA_CAP, UPTIME, VIEWS_MOUNTPOINT, NO_VIEWS)
+           NO_CPU_QUOTA_CAP, UPTIME, VIEWS_MOUNTPOINT, NO_VIEWS, RUNTIME,
+           RUNTIME_WAIT_MS)
 
 
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],

@@ -15,20 +15,18 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from cgroupfs import __version__
-from cgroupfs_daemon.stats import DaemonStats
+import cgroupfs
+from cgroupfs_daemon.settings_file import default_state_path
+
+if TYPE_CHECKING:
+    from cgroupfs_daemon.stats import DaemonStats
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_PATH = "/run/cgroupfs/state.json"
-STATE_PATH_ENVIRONMENT = "CGROUPFS_STATE_FILE"
 STATE_FORMAT = 1
 UPDATE_INTERVAL_S = 5.0
-
-
-def default_state_path(environ=os.environ) -> str:
-    return environ.get(STATE_PATH_ENVIRONMENT) or DEFAULT_STATE_PATH
 
 
 def read_state(path: str) -> dict | None:
@@ -60,7 +58,7 @@ class StateWriter:
         stats = self.stats.snapshot()
         return {
             "format": STATE_FORMAT,
-            "version": __version__,
+            "version": cgroupfs.__version__,
             "pid": os.getpid(),
             "started_at": stats.started_at,
             "updated_at": time.time(),

@@ -88,8 +88,10 @@ def busybox_rootfs_tar(busybox: str = BUSYBOX, host_files: tuple[str, ...] = ())
 
 
 class DockerEngine:
-    def __init__(self, base_dir: str | None = None):
+    def __init__(self, base_dir: str | None = None, extra_args: tuple[str, ...] = ()):
         self.base = base_dir or tempfile.mkdtemp(prefix="cgfs-dk-", dir="/tmp")  # short: socket paths
+        # More dockerd arguments (e.g. `--add-runtime cgroupfs=PATH --default-runtime cgroupfs`).
+        self.extra_args = tuple(extra_args)
         self.socket = os.path.join(self.base, "docker.sock")
         self.host = f"unix://{self.socket}"
         self.pidfile = os.path.join(self.base, "docker.pid")
@@ -113,7 +115,7 @@ class DockerEngine:
         argv = [dockerd, "--config-file", config,
                 "--data-root", os.path.join(self.base, "data"), "--exec-root", self.exec_root,
                 "-H", self.host, "--pidfile", self.pidfile,
-                "--bridge=none", "--iptables=false", "--ip-masq=false"]
+                "--bridge=none", "--iptables=false", "--ip-masq=false", *self.extra_args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)

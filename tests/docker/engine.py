@@ -9,10 +9,11 @@ from tests.conftest import require
 
 
 @contextlib.contextmanager
-def running_engine():
+def running_engine(extra_args: tuple[str, ...] = (), base_dir: str | None = None):
     """A started private engine with the test image, removed (containers, data, mounts)
-    on the way out.  An engine that cannot start fails the test on CI, skips it elsewhere."""
-    engine = DockerEngine()
+    on the way out.  An engine that cannot start fails the test on CI, skips it elsewhere.
+    `extra_args`: more dockerd arguments."""
+    engine = DockerEngine(base_dir, extra_args=extra_args)
     try:
         try:
             engine.start()

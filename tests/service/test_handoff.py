@@ -227,7 +227,10 @@ def test_a_request_in_hand_at_the_kill(fuse_host, tmp_path, notify_socket, resen
         if resend == "without":
             drop_resend_from_the_stored_state(handed["state"])
         successor = start_successor(directory, notify_socket, handed)
-        out, err = reader.communicate(timeout=60)
+        try:
+            out, err = reader.communicate(timeout=scaled(60))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the reader was never answered: {successor.log()}") from None
         successor.wait_serving()
         log = successor.log()
         if resend == "kernel":

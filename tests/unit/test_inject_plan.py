@@ -78,3 +78,10 @@ def test_a_users_own_bind_is_foreign_and_the_rest_ours():
 
 def test_a_container_without_our_files_gets_them_mounted():
     assert decide(table("opted-out"), CONTAINER_TARGETS, ours("host-b"), never_probed) == dict.fromkeys(TARGETS, "mount")
+
+
+def test_other_files_of_ours_count_as_present():
+    # The watcher injects views; the per-reader files cgroupfs-runtime bound are ours too.
+    views = {relative: ("0:99", f"/some-id/{relative}") for relative in CONTAINER_TARGETS}
+    assert decide(table("injected"), CONTAINER_TARGETS, views, never_probed, also_ours=ours("host-a")) == dict.fromkeys(
+        TARGETS, "present")
