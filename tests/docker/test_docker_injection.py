@@ -21,6 +21,7 @@ from testbed.docker_checks import (
     wait_injected,
 )
 from testbed.docker_engine import IMAGE
+from testbed.timing import scaled, wait_for
 
 SLEEP = ("sleep", "600")
 
@@ -169,6 +170,36 @@ def test_killed_daemon_is_healed_in_place_without_restarting_containers(engine, 
         assert read_in(engine, name, "/proc/uptime").strip()
     for name, when in started_at.items():
         assert engine.inspect(name)["State"]["StartedAt"] == when  # healed, not restarted
+
+
+def test_a_reload_keeps_every_containers_files_and_knows_them_as_its_own(engine, cgroupfs_daemon, containers):
+    """SIGHUP re-executes the daemon, which takes the live connections over: the
+    container keeps the very same mounts (nothing healed, nothing stacked), and the
+    new instance's check of every running container finds its own files in place."""
+    name = containers("-m", "48m", IMAGE, *SLEEP)
+    wait_injected(engine, name, cgroupfs_daemon.mountpoint)
+    pid = engine.init_pid(name)
+
+    def our_mounts() -> list[str]:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            return sorted(line.split(" - ")[0].split(" ", 2)[2] for line in f if " - fuse.cgroupfs" in line)
+
+    before = our_mounts()
+    offset = os.path.getsize(cgroupfs_daemon.log_path)
+
+    def new_log() -> str:
+        with open(cgroupfs_daemon.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    os.kill(cgroupfs_daemon.pid, signal.SIGHUP)
+    wait_for(lambda: new_log().count("took over the live connection") == 2 and "running containers in" in new_log(),
+             timeout=scaled(60), what="the reload and the new instance's first check")
+    assert cgroupfs_daemon.process.poll() is None
+    assert our_mounts() == before
+    assert memtotal_kb(read_in(engine, name, "/proc/meminfo")) == 48 * 1024
+    for unexpected in ("healed", "injected", "alone", "Traceback", "ERROR"):
+        assert unexpected not in new_log(), new_log()
 
 
 # 4 -- containers that must not cause trouble -------------------------------------------
