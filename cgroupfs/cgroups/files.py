@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 import weakref
 from collections import OrderedDict
 
@@ -62,20 +63,26 @@ class HeldFiles:
     ENODEV; the descriptors are dropped and the files opened again.  Anything unusual
     falls back to read_text(), whose rules (None, CgroupGone, ParseError) then hold.
     The texts are returned as bytes: they are compared, never parsed.
-    Bounded: the least recently read directory's descriptors are closed first.  One
-    lock: the per-reader loop, the views thread and the metrics thread all read."""
+    Bounded: the least recently read directory's descriptors are closed first, and
+    any not read for IDLE_S (a removed cgroup is never read again).  One lock: the
+    per-reader loop, the views thread and the metrics thread all read."""
 
     _SIZE = 4096  # every limit file is one short line
+    IDLE_S = 10.0  # a cgroup read less often than this pays one open per read: negligible
 
     def __init__(self, capacity: int = 512):
         self.capacity = capacity  # directories
         self._fds: OrderedDict[tuple[str, tuple[str, ...]], list[int]] = OrderedDict()
+        self._last_read: dict[tuple[str, tuple[str, ...]], float] = {}
         self._lock = threading.Lock()
         weakref.finalize(self, _close_all, self._fds)
 
     def read(self, directory: str, names: tuple[str, ...]) -> list[bytes | None]:
         key = (directory, names)
+        now = time.monotonic()
         with self._lock:
+            self._close_idle(now)
+            self._last_read[key] = now
             fds = self._fds.get(key)
             if fds is None:
                 fds = self._open(key)
@@ -87,8 +94,7 @@ class HeldFiles:
                 if texts and all(len(text) < self._SIZE for text in texts):
                     self._fds.move_to_end(key)
                     return list(texts)
-                for fd in self._fds.pop(key):
-                    os.close(fd)
+                self._close(key)
         return [None if text is None else text.encode("ascii") for text in (read_text(directory, n) for n in names)]
 
     def _open(self, key: tuple[str, tuple[str, ...]]) -> list[int] | None:
@@ -103,9 +109,24 @@ class HeldFiles:
             return None  # a missing file (no swap accounting) or a vanished cgroup: read_text() decides
         self._fds[key] = fds
         if len(self._fds) > self.capacity:
-            for fd in self._fds.popitem(last=False)[1]:
-                os.close(fd)
+            self._close(next(iter(self._fds)))
         return fds
+
+    def _close_idle(self, now: float) -> None:
+        """Oldest first (the dict is in order of use): stop at the first recent one."""
+        while self._fds:
+            oldest = next(iter(self._fds))
+            if now - self._last_read.get(oldest, now) < self.IDLE_S:
+                return
+            self._close(oldest)
+
+    def _close(self, key: tuple[str, tuple[str, ...]]) -> None:
+        for fd in self._fds.pop(key):
+            os.close(fd)
+        self._last_read.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._fds)
 
     def close(self) -> None:
         with self._lock:

@@ -5,6 +5,7 @@ name (`docker restart` does that), whose old descriptors fail with ENODEV."""
 from __future__ import annotations
 
 import re
+import time
 
 from cgroupfs.server import ContentServer
 from testbed.cgroups import TestCgroup
@@ -37,3 +38,19 @@ def test_held_limit_files_follow_a_cgroup_made_again_under_the_same_name(make_cg
     finally:
         member.kill()
         member.wait()
+
+
+def test_held_limit_files_of_a_removed_cgroup_are_let_go(make_cgroup):
+    """A removed cgroup is never read again: its descriptors must not stay open."""
+    from cgroupfs.cgroups.files import HeldFiles
+
+    held = HeldFiles()
+    held.IDLE_S = 0.2
+    gone, kept = make_cgroup(), make_cgroup()
+    names = ("memory.limit_in_bytes",) if not gone.is_v2("memory") else ("memory.max",)
+    held.read(gone.dir("memory"), names)
+    assert len(held) == 1
+    gone.remove()
+    time.sleep(0.3)
+    held.read(kept.dir("memory"), names)  # any read lets idle ones go
+    assert len(held) == 1
