@@ -396,8 +396,12 @@ class Run:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def expectations(cpus: int, memory_limit: int) -> dict:
-    return {"memtotal_kb": memory_limit // 1024, "cpus": cpus, "online": "0" if cpus == 1 else f"0-{cpus - 1}"}
+def expectations(cpu_ids: list[int], memory_limit: int) -> dict:
+    """What a reader in the cgroup should find: the kernel's ids of its visible cpus."""
+    first, last = min(cpu_ids), max(cpu_ids)
+    contiguous = cpu_ids == list(range(first, last + 1))
+    online = str(first) if first == last else f"{first}-{last}" if contiguous else ",".join(map(str, cpu_ids))
+    return {"memtotal_kb": memory_limit // 1024, "cpus": len(cpu_ids), "online": online}
 
 
 def reader_cgroups(run: Run, count: int) -> list[tuple[TestCgroup, dict]]:
@@ -408,14 +412,14 @@ def reader_cgroups(run: Run, count: int) -> list[tuple[TestCgroup, dict]]:
         cgroup = run.make_cgroup("r")
         limit = (64 + 16 * index) * MIB
         cgroup.set_memory_limit(limit)
-        cpus = len(online)
+        cpu_ids = online
         if index % 4 == 1:
             cgroup.set_cpus(str(online[index % len(online)]))
-            cpus = 1
+            cpu_ids = [online[index % len(online)]]
         elif index % 4 == 2 and len(online) > 1:
-            cgroup.set_cpu_quota(50_000)  # half a cpu: one cpu shown
-            cpus = 1
-        made.append((cgroup, expectations(cpus, limit)))
+            cgroup.set_cpu_quota(50_000)  # half a cpu: one cpu shown, the lowest of the cpuset
+            cpu_ids = online[:1]
+        made.append((cgroup, expectations(cpu_ids, limit)))
     return made
 
 
@@ -436,7 +440,7 @@ def start_probe(run: Run, mountpoint: str) -> subprocess.Popen:
     cgroup = run.make_cgroup("p")
     cgroup.set_memory_limit(200 * MIB)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    expect = expectations(len(os.sched_getaffinity(0)), 200 * MIB)
+    expect = expectations(sorted(os.sched_getaffinity(0)), 200 * MIB)
     process = cgroup.popen([PYTHON, "-c", READER_CODE, mountpoint, json.dumps(expect), run.stop_file,
                             str(PROBE_PAUSE_S)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
     run.processes.append(process)
@@ -639,7 +643,7 @@ def scale(run: Run, count: int, nice: int, cpu_weight: int, reads: int = 4000) -
     mnt = daemon.mountpoint
     probe = run.make_cgroup("s")
     probe.set_memory_limit(96 * MIB)
-    expect = expectations(len(os.sched_getaffinity(0)), 96 * MIB)
+    expect = expectations(sorted(os.sched_getaffinity(0)), 96 * MIB)
     latency_run(run, probe, expect, mnt, 500)  # warm up
     single = latency_run(run, probe, expect, mnt, reads)
     rss_before = daemon_resources(daemon.pid, run.base)["rss"]

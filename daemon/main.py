@@ -145,6 +145,7 @@ class Daemon:
         self.sessions: dict[str, Session] = {}  # subtype -> its connection
         self._startup: threading.Thread | None = None  # starts the components once serving
         self._handoff_preparation: threading.Thread | None = None
+        self._handoff_lock = threading.Lock()
         self.views_thread: threading.Thread | None = None
         # Started once the mount answers, stopped in reverse order.
         self.components: list = [self.sampler]
@@ -272,19 +273,23 @@ class Daemon:
         if device is None or session.minor is None or session.kernel_flags is None:
             log.warning("%s: cannot tell which connection is mounted; a restart will mount afresh", mountpoint)
             return
-        self.sessions[session.name] = session
-        self.handoff.connections[session.name] = Connection(session.name, mountpoint, device, session.minor,
-                                                            session.kernel_flags)
+        with self._handoff_lock:
+            self.sessions[session.name] = session
+            self.handoff.connections[session.name] = Connection(session.name, mountpoint, device, session.minor,
+                                                                session.kernel_flags)
         self._save_handoff()
         self.notifier.keep_descriptors({STATE_NAME: self.state_file.fd, fuse_name(session.name): session.fd})
 
     def _save_handoff(self) -> None:
-        if self.views is not None:
-            self.handoff.views = self.views.export()
-        try:
-            self.state_file.save(self.handoff)
-        except OSError as exc:
-            log.warning("keeping the state for a successor failed: %s", exc)
+        # One writer at a time: the two loops remember their connections concurrently,
+        # and an older snapshot written last would leave a connection out of the state.
+        with self._handoff_lock:
+            if self.views is not None:
+                self.handoff.views = self.views.export()
+            try:
+                self.state_file.save(self.handoff)
+            except OSError as exc:
+                log.warning("keeping the state for a successor failed: %s", exc)
 
     def run(self) -> None:
         views_session = None

@@ -31,7 +31,7 @@ import json
 import os
 import threading
 
-from cgroupfs.layout import CONTAINER_TARGETS, DEFAULT_MOUNTPOINT
+from cgroupfs.layout import DEFAULT_MOUNTPOINT, flag_targets
 from cgroupfs_daemon import runtime_records
 from cgroupfs_daemon.settings_file import setting
 
@@ -127,7 +127,9 @@ def add_mounts(spec: dict, mountpoint: str) -> list[str]:
     mounts = spec.setdefault("mounts", [])
     taken = {os.path.normpath(m.get("destination") or "/") for m in mounts if isinstance(m, dict)}
     added = []
-    for relative, target in CONTAINER_TARGETS.items():
+    # Only what runc accepts at create time (layout.flag_targets(): its validProcMounts);
+    # /proc/vmstat and /proc/pressure/* reach Docker's containers by the watcher.
+    for relative, target in flag_targets().items():
         if target in taken:
             continue
         mounts.append({"destination": target, "type": "bind", "source": os.path.join(mountpoint, relative),

@@ -310,7 +310,8 @@ def test_a_busy_loop_at_half_a_cpu_quota_reads_fully_busy(mnt, make_cgroup):
     busy, total = after[0] - before[0], after[1] - before[1]
     expected = min(1.0, (used_after - used_before) / (0.5 * (wall_after - wall_before)))
     # Before, busy / total was half of `expected` (measured against the whole cpu).
-    assert total > 0 and abs(busy / total - expected) <= 0.1, (before, after, expected)
+    # 0.15: the two clocks (our ticks, the kernel's usage) are read a moment apart on a busy host
+    assert total > 0 and abs(busy / total - expected) <= 0.15, (before, after, expected)
 
 
 def test_a_cpu_quota_only_cgroup_gets_its_parents_memory_limit_and_cpus(mnt, make_cgroup, hierarchy):
