@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,7 @@ import pytest
 
 from testbed.timing import scaled, wait_for
 from tests.conftest import require
-from tests.service.test_handoff import READER
+from tests.service.test_handoff import READER, kernel_resends
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = "cgroupfs.service"
@@ -103,12 +102,6 @@ def read_meminfo() -> bytes:
         return f.read()
 
 
-def kernel_resends() -> bool:
-    """FUSE_NOTIFY_RESEND exists since Linux 6.9 (README: restarts per kernel)."""
-    release = tuple(int(part) for part in platform.release().split("-")[0].split(".")[:2])
-    return release >= (6, 9)
-
-
 class Readers:
     """tests/service/test_handoff.py's readers: files read in a loop, one kept open."""
 
@@ -148,17 +141,18 @@ def service():
     try:
         yield
     finally:
-        subprocess.run(["systemctl", "disable", "--now", UNIT])
-        subprocess.run(["systemctl", "stop", "docker.service", "docker.socket", "containerd.service"])
+        subprocess.run(["systemctl", "disable", "--now", UNIT], capture_output=True)
+        subprocess.run(["systemctl", "stop", "docker.service", "docker.socket", "containerd.service"], capture_output=True)
         for path in (UNIT_FILE, DROP_INS / "wedge.conf", DOCKER_DROP_INS / "cgroupfs-vm.conf"):
             path.unlink(missing_ok=True)
-        subprocess.run(["systemctl", "daemon-reload"])
+        subprocess.run(["systemctl", "daemon-reload"], capture_output=True)
 
 
 @pytest.fixture
 def fresh_limits(service):
-    """Each test restarts the service a few times: keep StartLimitBurst= for real loops."""
-    systemctl("reset-failed", UNIT)
+    """Each test restarts the service a few times: keep StartLimitBurst= for real loops.
+    (Before the first start the unit is not loaded, and there is nothing to reset.)"""
+    subprocess.run(["systemctl", "reset-failed", UNIT], capture_output=True)
 
 
 def test_ready_once_the_mount_answers_and_before_docker(fresh_limits):
