@@ -59,4 +59,5 @@ echo DONE >$control_port
 HOOK
 chmod 0755 /usr/lib/systemd/system-shutdown/cgroupfs-vm-done
 
+[ -x /usr/lib/systemd/systemd ] || infra "systemd is not installed in the image"
 exec /usr/lib/systemd/systemd
