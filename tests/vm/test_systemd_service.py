@@ -8,6 +8,12 @@ The unit is the repository's, installed as `make install` would with PREFIX=/usr
 ExecStart= runs /usr/local/bin/cgroupfs, the launcher guest_init.sh makes for the
 checkout.  The tests run in order on one service, as an administrator would use it.
 Times printed as "measured:" come from the journal's own timestamps.
+
+One change to the unit: WatchdogSec= is stretched like every other deadline here
+(CGROUPFS_TEST_TIME_SCALE).  Under emulation a start-up takes 10-22 s, and after a
+reload the new instance pings first one interval (WatchdogSec/4) after taking over,
+the old one up to an interval before the exec: 30 s is then not enough (seen: a
+watchdog kill right after a reload).
 """
 
 from __future__ import annotations
@@ -135,6 +141,8 @@ def service():
     # What `make install PREFIX=/usr/local` writes.
     assert unit.count("\nExecStart=/opt/cgroupfs/") == 1, "the unit's ExecStart= moved"
     UNIT_FILE.write_text(unit.replace("\nExecStart=/opt/cgroupfs/", "\nExecStart=/usr/local/"))
+    DROP_INS.mkdir(parents=True, exist_ok=True)
+    (DROP_INS / "emulation.conf").write_text(f"[Service]\nWatchdogSec={scaled(30):.0f}s\n")
     if not CONFIG_FILE.exists():
         shutil.copy(REPO / "systemd/cgroupfs.default", CONFIG_FILE)
     systemctl("daemon-reload")
@@ -143,7 +151,8 @@ def service():
     finally:
         subprocess.run(["systemctl", "disable", "--now", UNIT], capture_output=True)
         subprocess.run(["systemctl", "stop", "docker.service", "docker.socket", "containerd.service"], capture_output=True)
-        for path in (UNIT_FILE, DROP_INS / "wedge.conf", DOCKER_DROP_INS / "cgroupfs-vm.conf"):
+        for path in (UNIT_FILE, DROP_INS / "emulation.conf", DROP_INS / "wedge.conf",
+                     DOCKER_DROP_INS / "cgroupfs-vm.conf"):
             path.unlink(missing_ok=True)
         subprocess.run(["systemctl", "daemon-reload"], capture_output=True)
 
@@ -261,8 +270,8 @@ def test_sigkill_while_readers_read(fresh_limits, tmp_path):
 
 
 def test_watchdog_restarts_a_wedged_loop(fresh_limits):
-    DROP_INS.mkdir(parents=True, exist_ok=True)
-    # tests/wedged_daemon.py: reads wait while WEDGE_FILE exists; pings stop with them.
+    # Read after emulation.conf, so this WatchdogSec= wins.  tests/wedged_daemon.py:
+    # reads wait while WEDGE_FILE exists, and the watchdog pings stop with them.
     (DROP_INS / "wedge.conf").write_text(
         "[Service]\nExecStart=\n"
         f"ExecStart=/usr/bin/python3 -m tests.wedged_daemon {WEDGE_FILE} daemon\nWatchdogSec=15s\n")
