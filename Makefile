@@ -181,7 +181,7 @@ V2_TIME_SCALE    ?= 10
 V2_RUNTIME_RUNS  ?= 8
 V2_VM_ARGS       ?=
 
-.PHONY: test-v2 deps-v2
+.PHONY: test-v2 test-v2-systemd deps-v2
 
 deps-v2:
 	$(call apt_install,$(V2_HOST_PACKAGES))
@@ -193,3 +193,16 @@ test-v2: deps-v2 venv
 		--env CGROUPFS_RUNTIME_TEST_RUNS=$(V2_RUNTIME_RUNS) \
 		$(V2_VM_ARGS) \
 		-- python3 -m pytest $(V2_PYTEST_ARGS)
+
+# make test-v2-systemd [V2_SYSTEMD_PYTEST_ARGS="... -k reload"]: systemd/cgroupfs.service
+# under a real systemd, in the same VM booted with Debian's systemd as pid 1 (run.py --init
+# systemd): readiness before docker.service, reload, SIGKILL and the fd store, the
+# watchdog, stop (tests/vm/test_systemd_service.py; -s shows the "measured:" lines).
+V2_SYSTEMD_PYTEST_ARGS ?= tests/vm/test_systemd_service.py -ra -s
+V2_SYSTEMD_TIMEOUT     ?= 1200
+
+test-v2-systemd: deps-v2 venv
+	$(VENV)/bin/python tests/vm/run.py --init systemd --timeout $(V2_SYSTEMD_TIMEOUT) --packages "$(TEST_PACKAGES)" \
+		--env CI=true --env CGROUPFS_EXPECT_CGROUP=v2 --env CGROUPFS_TEST_TIME_SCALE=$(V2_TIME_SCALE) \
+		$(V2_VM_ARGS) \
+		-- python3 -m pytest $(V2_SYSTEMD_PYTEST_ARGS)

@@ -1,8 +1,10 @@
 #!/bin/bash
-# pid 1 of the test VM (Debian bookworm root, no systemd).  The runner copies this file onto
-# the run's control share (/mnt/ctl) together with:
+# pid 1 of the test VM (Debian bookworm root).  The runner copies this file onto the run's
+# control share (/mnt/ctl) together with:
 #   command.sh   the command to run (bash), env.sh   its environment (export lines),
-#   settings.sh  VM_SWAP_MIB and the like.
+#   settings.sh  VM_SWAP_MIB, VM_INIT and the like.
+# With VM_INIT=systemd (run.py --init systemd) it only prepares the disks, the source and
+# Python, then hands pid 1 to systemd (guest_systemd.sh), which runs the command as a unit.
 # It sets the machine up like a pure cgroup v2 host (cgroup2 only, at /sys/fs/cgroup, with
 # cpu cpuset io memory pids enabled for the root's children), runs the command as root in
 # /sys/fs/cgroup/lane.scope (as a login session would be, in a scope below the root), with
@@ -60,22 +62,27 @@ stderr_port=$(find_port err) || infra "virtio serial port 'err' missing"
 . "$ctl_dir/settings.sh" || infra "cannot read settings.sh"
 
 mount -o remount,rw / 2>/dev/null
-mkdir -p /dev/pts /dev/shm /run /sys/fs/cgroup
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || infra "mount devpts failed"
-mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm || infra "mount /dev/shm failed"
-mount -t tmpfs -o nosuid,nodev,mode=755 tmpfs /run || infra "mount /run failed"
-mkdir -p /run/lock && chmod 1777 /run/lock /tmp
 ln -sfn /proc/self/fd /dev/fd
 ln -sfn /proc/self/fd/0 /dev/stdin
 ln -sfn /proc/self/fd/1 /dev/stdout
 ln -sfn /proc/self/fd/2 /dev/stderr
 
-# Pure cgroup v2, mounted the way systemd mounts it on a v2 host.
-mount -t cgroup2 -o rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot \
-	cgroup2 /sys/fs/cgroup || infra "mount cgroup2 failed"
-echo "+cpu +cpuset +io +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control \
-	|| infra "cannot enable cpu cpuset io memory pids in the root cgroup"
-mkdir -p /sys/fs/cgroup/lane.scope || infra "cannot create /sys/fs/cgroup/lane.scope"
+# What systemd, as init, sets up itself.
+plain_machine() {
+	mkdir -p /dev/pts /dev/shm /run /sys/fs/cgroup
+	mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || infra "mount devpts failed"
+	mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm || infra "mount /dev/shm failed"
+	mount -t tmpfs -o nosuid,nodev,mode=755 tmpfs /run || infra "mount /run failed"
+	mkdir -p /run/lock && chmod 1777 /run/lock /tmp
+
+	# Pure cgroup v2, mounted the way systemd mounts it on a v2 host.
+	mount -t cgroup2 -o rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot \
+		cgroup2 /sys/fs/cgroup || infra "mount cgroup2 failed"
+	echo "+cpu +cpuset +io +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control \
+		|| infra "cannot enable cpu cpuset io memory pids in the root cgroup"
+	mkdir -p /sys/fs/cgroup/lane.scope || infra "cannot create /sys/fs/cgroup/lane.scope"
+}
+[ "${VM_INIT:-script}" = systemd ] || plain_machine
 
 modprobe overlay || infra "modprobe overlay failed"
 pylib_disk=""
@@ -126,8 +133,6 @@ for name, target in scripts.items():
     os.chmod(path, 0o755)
 EOF
 
-hostname cgroupfs-v2
-/bin/busybox ip link set lo up || infra "cannot bring up the loopback interface"
 modprobe loop 2>/dev/null
 
 if [ "${VM_SWAP_MIB:-0}" -gt 0 ]; then
@@ -136,6 +141,15 @@ if [ "${VM_SWAP_MIB:-0}" -gt 0 ]; then
 fi
 
 [ -c /dev/fuse ] || infra "/dev/fuse missing"
+
+if [ "${VM_INIT:-script}" = systemd ]; then
+	# shellcheck source=tests/vm/guest_systemd.sh
+	. "$ctl_dir/guest_systemd.sh"  # does not return
+	infra "guest_systemd.sh returned"
+fi
+
+hostname cgroupfs-v2
+/bin/busybox ip link set lo up || infra "cannot bring up the loopback interface"
 
 control "READY $(cut -d' ' -f1 /proc/uptime)"
 

@@ -8,6 +8,9 @@ QEMU's software emulation (TCG: the /dev/kvm of these hosts is not usable by QEM
 throw-away copy of the root image (snapshot=on), with no network device.  The checkout is
 shared over 9p (read-only unless --rw), shown at /mnt/src and the command's working directory;
 the project's Python dependencies are at /mnt/pylib, on every guest python3's path.
+pid 1 is guest_init.sh, which runs the command itself; with --init systemd it hands pid 1 to
+Debian's systemd, which runs the command as a unit once the machine is up (guest_systemd.sh),
+and the command's environment has CGROUPFS_VM_INIT=systemd.
 The guest sees the checkout writable, but its writes (__pycache__, .pytest_cache) land in an
 overlay on the throw-away root disk, never in the host's tree, unless --rw.
 
@@ -46,7 +49,10 @@ EXIT_INFRA = 100
 EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
 
-GUEST_INIT = Path(__file__).resolve().parent / "guest_init.sh"
+HERE = Path(__file__).resolve().parent
+GUEST_INIT = HERE / "guest_init.sh"
+# On the control share with --init systemd: sourced by guest_init.sh, run by the lane's unit.
+SYSTEMD_FILES = (HERE / "guest_systemd.sh", HERE / "guest_lane.sh")
 QEMU = "qemu-system-x86_64"
 RUN_DIR_PREFIX = "cgroupfs-vm-run."
 
@@ -90,7 +96,7 @@ def host_tsc_khz() -> int | None:
     return round(float(match.group(1)) * 1000) if match else None
 
 
-def kernel_command_line(tsc_khz: int | None, extra: str = "") -> str:
+def kernel_command_line(tsc_khz: int | None, extra: str = "", init: str = "script") -> str:
     args = [
         "console=ttyS0", "loglevel=4", "panic=-1", "reboot=t",
         "cgroup_no_v1=all",  # pure v2: no v1 controller can be mounted
@@ -102,6 +108,9 @@ def kernel_command_line(tsc_khz: int | None, extra: str = "") -> str:
     ]
     if tsc_khz:
         args.append(f"tsc_early_khz={tsc_khz}")
+    if init == "systemd":
+        # cgroup2 only (systemd 252's default, said anyway); the console shows failed units only.
+        args += ["systemd.unified_cgroup_hierarchy=1", "systemd.show_status=error"]
     return " ".join(args + extra.split())
 
 
@@ -113,7 +122,7 @@ def qemu_argv(artefacts: build.Artefacts, run_dir: Path, src: Path, args, fds: d
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", f"file:{run_dir / 'console.log'}",
         "-kernel", str(artefacts.vmlinux), "-initrd", str(artefacts.initramfs),
-        "-append", kernel_command_line(host_tsc_khz(), args.kernel_args),
+        "-append", kernel_command_line(host_tsc_khz(), args.kernel_args, args.init),
         # The guest finds its disks by serial (/sys/block/vdX/serial), not by probe order.
         "-drive", f"id=root,file={artefacts.rootfs},format=raw,if=none,snapshot=on,cache=unsafe",
         "-device", "virtio-blk-device,drive=root,serial=root",
@@ -135,10 +144,13 @@ def write_control_files(ctl: Path, command: list[str], env: dict[str, str], args
     ctl.mkdir()
     shutil.copy2(GUEST_INIT, ctl / "guest-init.sh")
     (ctl / "guest-init.sh").chmod(0o755)
+    if args.init == "systemd":
+        for path in SYSTEMD_FILES:
+            shutil.copy2(path, ctl / path.name)
     (ctl / "command.sh").write_text(shlex.join(command) + "\n")
     (ctl / "env.sh").write_text("".join(f"export {key}={shlex.quote(value)}\n"
                                         for key, value in env.items()))
-    (ctl / "settings.sh").write_text(f"VM_SWAP_MIB={args.swap}\nVM_SRC_RW={int(args.rw)}\n")
+    (ctl / "settings.sh").write_text(f"VM_SWAP_MIB={args.swap}\nVM_SRC_RW={int(args.rw)}\nVM_INIT={args.init}\n")
 
 
 def pump(source: int, sink) -> None:
@@ -191,7 +203,7 @@ def boot_and_run(artefacts, command, env, args, run_dir: Path) -> int | None:
         for _, write_end in pipes.values():
             os.close(write_end)
     note(f"qemu pid {qemu.pid}: {args.cpus} vCPUs (TCG), {args.memory} MiB, kernel "
-         f"{artefacts.kernel_release}, cgroup_no_v1=all, /mnt/src = {src}"
+         f"{artefacts.kernel_release}, cgroup_no_v1=all, init: {args.init}, /mnt/src = {src}"
          f"{' (read-write)' if args.rw else ' (guest writes to an overlay)'}")
     control: queue.Queue = queue.Queue()
     threads = [threading.Thread(target=pump, args=(pipes["out"][0], sys.stdout.buffer), daemon=True),
@@ -289,6 +301,9 @@ def parse_args(argv: list[str]):
                              "throw-away overlay)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the command (repeatable)")
+    parser.add_argument("--init", choices=("script", "systemd"), default="script",
+                        help="pid 1: guest_init.sh running the command (default), or systemd "
+                             "running it as a unit once the machine is up")
     parser.add_argument("--kernel-args", default="", help="more kernel command line (e.g. loglevel=7)")
     parser.add_argument("--console-log", metavar="FILE", help="keep the guest's kernel console here")
     parser.add_argument("--packages", default="", help="extra Debian packages for the guest image")
@@ -303,6 +318,8 @@ def parse_args(argv: list[str]):
 
 def guest_environment(args) -> dict[str, str]:
     env = {"CGROUPFS_IN_VM": "1", "PYTHONUNBUFFERED": "1"}
+    if args.init == "systemd":
+        env["CGROUPFS_VM_INIT"] = "systemd"  # selects tests/vm/test_systemd_*.py
     for item in args.env:
         key, separator, value = item.partition("=")
         if not separator or not key:
