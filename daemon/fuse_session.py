@@ -16,6 +16,7 @@ import select
 import signal
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -114,6 +115,7 @@ class Session:
         # What the kernel offered in FUSE_INIT (flags2 as bits 32-63).
         self.kernel_flags: int | None = negotiated[1] if negotiated else None
         self.requests_served = 0
+        self.request_started: float | None = None  # monotonic, while a request is in hand
         self._stopping = threading.Event()
         # stop() wakes a loop waiting for requests through this pipe.
         self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -148,9 +150,17 @@ class Session:
                 raise
             if length == 0:
                 return
+            self.request_started = time.monotonic()
             answer = self._dispatch(fp.parse_request(memoryview(buffer)[:length]))
             if answer is not None:
                 self._send(answer)
+            self.request_started = None
+
+    def busy_for(self) -> float:
+        """Seconds the loop has been on the request in hand (0 when it waits for one):
+        the watchdog's measure of a wedged loop, which costs no request of our own."""
+        started = self.request_started
+        return 0.0 if started is None else time.monotonic() - started
 
     def stop(self) -> None:
         """End serve() after the request in hand, if any (safe in a signal handler)."""

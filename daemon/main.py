@@ -170,7 +170,8 @@ class Daemon:
                                        docker_host=config.docker_host, metrics_address=config.metrics_address))
         # Last: started once everything else runs (READY=1 means "all up"), stopped first
         # (STOPPING=1 before the rest shuts down).
-        self.notifier = Notifier(self.mountpoint, self.stats, docker_enabled=config.docker_host is not None)
+        self.notifier = Notifier(self.mountpoint, self.stats, docker_enabled=config.docker_host is not None,
+                                 loops_busy_for=self._loops_busy_for)
         self.add_component(self.notifier)
 
     def add_component(self, component) -> None:
@@ -280,6 +281,9 @@ class Daemon:
         self._save_handoff()
         self.notifier.keep_descriptors({STATE_NAME: self.state_file.fd, fuse_name(session.name): session.fd})
 
+    def _loops_busy_for(self) -> float:
+        return max((session.busy_for() for session in list(self.sessions.values())), default=0.0)
+
     def _save_handoff(self) -> None:
         # One writer at a time: the two loops remember their connections concurrently,
         # and an older snapshot written last would leave a connection out of the state.
@@ -358,6 +362,7 @@ class Daemon:
         self._save_handoff()
         descriptors = {fuse_name(name): session.fd for name, session in self.sessions.items()}
         descriptors[STATE_NAME] = self.state_file.fd
+        self.notifier.send("WATCHDOG=1")  # the successor's first ping comes once it serves
         try:
             reexec(descriptors, dict(os.environ, **self.notifier.saved_environment))
         except OSError as exc:

@@ -6,8 +6,13 @@ $NOTIFY_SOCKET (a path, or an abstract name written with a leading '@').  With
 ping) and restarts the service when no WATCHDOG=1 arrives in time.
 
 A timer that pings regardless would keep a wedged daemon alive forever, so every
-ping is earned: a helper thread lists a directory *through the mount* and the ping
-is sent only if that listing came back in time.  A listing is used, not a stat,
+ping is earned.  In the daemon, by its FUSE loops: a ping is sent only while no loop
+has been on one request for longer than the probe's timeout (Session.busy_for()).
+No request of our own goes through the mount for it: one in hand when the daemon is
+killed would never be answered, and the dying process could not exit (the fd store
+keeps the connection alive).  READY=1, once, and a Notifier without the loops, use a
+listing *through the mount* instead: the ping or READY is sent only if that listing
+came back in time.  A listing is used, not a stat,
 because the kernel answers a stat from its attribute cache (ATTR_TIMEOUT_S is an
 hour) while OPENDIR/READDIR always reach the FUSE loop (measured: three
 `os.stat`s of the root sent one GETATTR, three `os.listdir`s sent three OPENDIRs
@@ -145,7 +150,7 @@ class Notifier:
     """
 
     def __init__(self, mountpoint: str, stats: DaemonStats | None = None, *, docker_enabled: bool = True,
-                 environ=os.environ, ready_timeout_s: float = 60.0):
+                 environ=os.environ, ready_timeout_s: float = 60.0, loops_busy_for=None):
         self.mountpoint = os.path.abspath(mountpoint)
         self.stats = stats
         self.docker_enabled = docker_enabled
@@ -163,6 +168,12 @@ class Notifier:
         # hear STOPPING=1 from a service that goes on.
         self.handing_over = False
         self.probe = MountProbe(self.mountpoint)
+        # () -> seconds the busiest FUSE loop has been on its request in hand.  With it,
+        # the watchdog asks the loops instead of listing through the mount: a request of
+        # our own in hand when the daemon is killed would keep the dying process from
+        # exiting (nobody would ever answer it), and with the fd store it holds the
+        # connection alive, so neither the restart nor the takeover could happen.
+        self.loops_busy_for = loops_busy_for
         self._socket: socket.socket | None = None
         self._send_failed = False
         self._stop = threading.Event()
@@ -279,13 +290,15 @@ class Notifier:
         else:
             interval_s, probe_timeout_s = STATUS_INTERVAL_S, None
         wedged_since: float | None = None
+        if self.watchdog_s is not None and self.send("WATCHDOG=1"):
+            self.pings += 1  # at once: a re-executed instance's first ping must not wait an interval
         while not self._stop.wait(interval_s):
             if probe_timeout_s is None:
                 self._refresh_status()
                 continue
             if self._stop.is_set():
                 break
-            if self.probe.answers(probe_timeout_s):
+            if self._loops_answer(probe_timeout_s):
                 if self._stop.is_set():
                     break
                 if self.send("WATCHDOG=1"):
@@ -299,6 +312,15 @@ class Notifier:
                     wedged_since = time.monotonic()
                     log.error("the FUSE loop does not answer (%s): withholding watchdog pings", self.probe.last_error)
                     self.status(f"FUSE loop not answering ({self.probe.last_error}); watchdog pings withheld")
+
+    def _loops_answer(self, timeout_s: float) -> bool:
+        if self.loops_busy_for is None:
+            return self.probe.answers(timeout_s)
+        if self.loops_busy_for() < timeout_s:
+            self.probe.last_error = ""
+            return True
+        self.probe.last_error = f"no answer within {timeout_s:g} s"
+        return False
 
     def _refresh_status(self) -> None:
         text = describe(self.mountpoint, self.stats, self.docker_enabled)
