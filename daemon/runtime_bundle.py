@@ -31,7 +31,7 @@ import json
 import os
 import threading
 
-from cgroupfs.layout import CONTAINER_TARGETS, DEFAULT_MOUNTPOINT
+from cgroupfs.layout import DEFAULT_MOUNTPOINT, flag_targets
 from cgroupfs_daemon import runtime_records
 from cgroupfs_daemon.settings_file import setting
 
@@ -123,11 +123,12 @@ def mount_answers(mountpoint: str, timeout_s: float) -> bool:
 
 def add_mounts(spec: dict, mountpoint: str) -> list[str]:
     """Append a read-only bind of each file whose destination the container does not mount yet;
-    the targets added."""
+    the targets added.  Only those runc accepts at create (flag_targets): it refuses the
+    others inside /proc, which would fail the container; the watcher injects those."""
     mounts = spec.setdefault("mounts", [])
     taken = {os.path.normpath(m.get("destination") or "/") for m in mounts if isinstance(m, dict)}
     added = []
-    for relative, target in CONTAINER_TARGETS.items():
+    for relative, target in flag_targets().items():
         if target in taken:
             continue
         mounts.append({"destination": target, "type": "bind", "source": os.path.join(mountpoint, relative),

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from cgroupfs.layout import CONTAINER_TARGETS
+from cgroupfs.layout import flag_targets
 from cgroupfs_daemon import runtime_bundle, runtime_records, runtime_wrapper
 from cgroupfs_daemon.engine_setup import MARK, SetupError, edit_containerd, edit_docker, edit_podman, setup
 from cgroupfs_daemon.options import MOUNTPOINT, RUNTIME, RUNTIME_WAIT_MS
@@ -38,7 +38,8 @@ def test_mounts_added_for_every_file_of_the_table_but_taken_destinations():
     spec = {"mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                        {"destination": "/proc/meminfo", "type": "bind", "source": "/var/lib/lxcfs/proc/meminfo"}]}
     added = runtime_bundle.add_mounts(spec, "/var/lib/cgroupfs")
-    assert added == [t for t in CONTAINER_TARGETS.values() if t != "/proc/meminfo"]
+    assert added == [t for t in flag_targets().values() if t != "/proc/meminfo"]
+    assert "/proc/vmstat" not in added  # runc refuses it at create
     ours = {m["destination"]: m for m in spec["mounts"][2:]}
     assert ours["/proc/cpuinfo"]["source"] == "/var/lib/cgroupfs/proc/cpuinfo"
     assert "ro" in ours["/proc/cpuinfo"]["options"] and ours["/proc/cpuinfo"]["type"] == "bind"
