@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cgroupfs_daemon.runtime_wrapper import CREATE_COMMANDS, split_command
+from cgroupfs_daemon.runtime_wrapper import CREATE_COMMANDS, GLOBAL_VALUE_FLAGS, split_command
 from cgroupfs_daemon.settings_file import ConfigError, setting
 
 FRONT = Path(__file__).resolve().parents[2] / "daemon" / "cgroupfs-runtime"
@@ -68,6 +68,11 @@ ARGVS = [
     [],
     ["--debug", "--log", "/a b/log", "create", "--bundle", "/with space", "id with * and $HOME"],
 ]
+# Every flag with a value, in both forms, where mistaking the value for the command (or
+# the command for a value) changes where the call goes.
+for flag in sorted(GLOBAL_VALUE_FLAGS):
+    ARGVS += [[f"--{flag}", "create", "start", "id"], [f"--{flag}", "v", "run", "id"], [f"--{flag}=run", "kill", "id"],
+              [f"--{flag}=v", "create", "id"]]
 
 
 @pytest.mark.parametrize("argv", ARGVS, ids=[" ".join(argv) or "(none)" for argv in ARGVS])
