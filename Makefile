@@ -36,7 +36,8 @@ deps-test:
 deps-bench:
 	$(call apt_install,$(BENCH_PACKAGES))
 
-$(VENV_STAMP): pyproject.toml
+# daemon/cgroupfs-runtime: pip copies that script into bin/, even for an editable install.
+$(VENV_STAMP): pyproject.toml daemon/cgroupfs-runtime
 	$(PYTHON) -m venv $(VENV)
 	@# pip's build chatter (setuptools' editable-install notices) goes to a log, shown on failure
 	@$(VENV)/bin/pip install -q --upgrade pip >$(VENV)/install.log 2>&1 \

@@ -3,11 +3,13 @@
     python -m benchmarks.runtime_wrapper [--calls 50] [--runs 20]
 
 1. A non-create call (`state` of a container that does not exist, which runc answers
-   at once), run directly and through the wrapper, interleaved; with the Python
-   start-up floor (`python -I -S -c pass`) beside them.
-2. `docker run --rm IMAGE true` against one private dockerd that has both runtimes,
-   runc and the wrapper (with a cgroupfs daemon serving, so create does all its work),
-   interleaved; median of `--runs` each.
+   at once), run directly, through `cgroupfs-runtime` (the sh front, which execs runc)
+   and through `cgroupfs-runtime-create` (the Python half, which is what every call
+   cost before the front), interleaved; with the Python start-up floor
+   (`python -I -S -c pass`) beside them.
+2. `docker run --rm IMAGE true` against one private dockerd that has three runtimes,
+   runc, the front, and the Python half for every call (with a cgroupfs daemon serving,
+   so create does all its work), interleaved; median of `--runs` each.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def default_wrapper() -> str:
     return shutil.which("cgroupfs-runtime", path=os.path.dirname(sys.executable)) or "cgroupfs-runtime"
 
 
+def python_half(wrapper: str) -> str:
+    """The Python wrapper the front execs for create, installed beside it."""
+    return os.path.join(os.path.dirname(shutil.which(wrapper) or wrapper), "cgroupfs-runtime-create")
+
+
 def interpreter(script: str) -> str:
     """The python a console script runs with (its #! line)."""
     with open(script) as f:
@@ -47,14 +54,16 @@ def interpreter(script: str) -> str:
 
 
 def non_create(calls: int, runtime: str, wrapper: str) -> dict[str, list[float]]:
-    python = interpreter(shutil.which(wrapper) or wrapper)
+    python = interpreter(python_half(wrapper))
     env = dict(os.environ, CGROUPFS_RUNTIME=runtime, CGROUPFS_CONFIG="/nonexistent")
     runtime_path = shutil.which(runtime) or runtime
     with tempfile.TemporaryDirectory() as root:
         args = ["--root", root, "state", "cgroupfs-bench-none"]
         cases = {
             f"{runtime} directly": lambda: timed([runtime_path, *args]),
-            "through cgroupfs-runtime": lambda: timed([wrapper, *args], env),
+            "through cgroupfs-runtime (the sh front)": lambda: timed([wrapper, *args], env),
+            "through cgroupfs-runtime-create (Python, as before the front)": lambda: timed(
+                [python_half(wrapper), *args], env),
             "its python -I -S -c pass (start-up floor)": lambda: timed([python, "-I", "-S", "-c", "pass"]),
             "its python -c pass (with site)": lambda: timed([python, "-c", "pass"]),
         }
@@ -68,19 +77,27 @@ def non_create(calls: int, runtime: str, wrapper: str) -> dict[str, list[float]]
 def docker_runs(runs: int, wrapper_path: str) -> dict[str, list[float]]:
     base = tempfile.mkdtemp(prefix="cgfs-bench-rt-", dir="/tmp")
     mountpoint = os.path.join(base, "mnt")
-    wrapper = write_runtime_script(base, mountpoint, wrapper=wrapper_path)
+    # Docker's runtime name -> this report's name and the script it runs
+    runtimes = {"runc": ("runc", None), "cgroupfs": ("cgroupfs-runtime", wrapper_path),
+                "cgroupfs-py": ("cgroupfs-runtime-create (Python for every call)", python_half(wrapper_path))}
+    extra_args: list[str] = []
+    for runtime, (_, script) in runtimes.items():
+        if script:
+            os.mkdir(os.path.join(base, runtime))
+            path = write_runtime_script(os.path.join(base, runtime), mountpoint, wrapper=script)
+            extra_args += ["--add-runtime", f"{runtime}={path}"]
     os.mkdir(os.path.join(base, "docker"))
-    engine = DockerEngine(os.path.join(base, "docker"), extra_args=("--add-runtime", f"cgroupfs={wrapper}"))
+    engine = DockerEngine(os.path.join(base, "docker"), extra_args=tuple(extra_args))
     daemon = DaemonProcess(mountpoint, log_path=os.path.join(base, "d.log"))
-    samples: dict[str, list[float]] = {"runc": [], "cgroupfs-runtime": []}
+    samples: dict[str, list[float]] = {name: [] for name, _ in runtimes.values()}
     try:
         engine.start()
         image = engine.build_image()
         daemon.start()
-        for runtime in ("runc", "cgroupfs"):  # warm-up
+        for runtime in runtimes:  # warm-up
             engine.cli("run", "--rm", "--network", "none", "--runtime", runtime, image, "true")
         for _ in range(runs):
-            for runtime, name in (("runc", "runc"), ("cgroupfs", "cgroupfs-runtime")):
+            for runtime, (name, _) in runtimes.items():
                 started = time.perf_counter()
                 engine.cli("run", "--rm", "--network", "none", "--runtime", runtime, image, "true")
                 samples[name].append(time.perf_counter() - started)
@@ -97,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="`docker run`s per runtime")
     parser.add_argument("--runtime", default="runc", help="the real runtime")
     parser.add_argument("--no-docker", action="store_true", help="only the non-create calls")
-    parser.add_argument("--wrapper", default=None, help="the cgroupfs-runtime to measure (default: this "
-                        "virtualenv's; an editable install pays ~25 ms more at start-up than `make install`'s)")
+    parser.add_argument("--wrapper", default=None, help="the cgroupfs-runtime to measure, cgroupfs-runtime-create "
+                        "beside it (default: this virtualenv's; an editable install's Python pays ~25 ms more at "
+                        "start-up than `make install`'s)")
     args = parser.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     wrapper = args.wrapper or default_wrapper()

@@ -123,7 +123,8 @@ def mount_answers(mountpoint: str, timeout_s: float) -> bool:
 
 def add_mounts(spec: dict, mountpoint: str) -> list[str]:
     """Append a read-only bind of each file whose destination the container does not mount yet;
-    the targets added."""
+    the targets added.  Only those runc accepts at create (flag_targets): it refuses the
+    others inside /proc, which would fail the container; the watcher injects those."""
     mounts = spec.setdefault("mounts", [])
     taken = {os.path.normpath(m.get("destination") or "/") for m in mounts if isinstance(m, dict)}
     added = []

@@ -2,16 +2,18 @@
 
 Engines call their runtime several times per container (Docker: create, start,
 state, kill, delete); every call is `RUNTIME [GLOBAL FLAGS] COMMAND [FLAGS] ID`.
-This program passes every call to the real runtime (setting CGROUPFS_RUNTIME:
-runc, crun, or a path) by exec, with the same arguments.  On `create` and `run`
-only, before the exec, it adds read-only bind mounts of the files to the bundle's
+Every call goes to the real runtime (setting CGROUPFS_RUNTIME: runc, crun, or a
+path) by exec, with the same arguments.  On `create` and `run` only, before the
+exec, this module adds read-only bind mounts of the files to the bundle's
 config.json (runtime_bundle.py), so the container's first instruction reads its
 own values.
 
-Cheap: this module imports only os and sys at the top; a non-create call reads
-one setting (settings_file.py, no heavy import) and execs.  Never the reason a container fails to start: whatever
-goes wrong while preparing the bundle is one log line and the bundle untouched.
-"""
+Cheap: `cgroupfs-runtime` itself is a POSIX sh front (daemon/cgroupfs-runtime) that
+execs the real runtime for every other call; it runs this module, installed as
+`cgroupfs-runtime-create`, for `create` and `run` and whenever something is wrong
+(a bad settings file, a runtime it cannot run), so the lines and decisions stay
+here.  Never the reason a container fails to start: whatever goes wrong while
+preparing the bundle is one log line and the bundle untouched."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ DEFAULT_RUNTIME = "runc"
 # Global flags that take a value, of runc and crun (`--root DIR` or `--root=DIR`).
 GLOBAL_VALUE_FLAGS = frozenset({"root", "log", "log-format", "log-level", "criu", "rootless", "cgroup-manager"})
 CREATE_COMMANDS = ("create", "run")
+# The sh front and this program, under their installed names: neither is a real runtime.
+OUR_NAMES = ("cgroupfs-runtime", "cgroupfs-runtime-create")
 
 
 def split_command(argv: list[str]) -> tuple[dict[str, str], int]:
@@ -91,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             log_line(global_flags, f"container not prepared ({type(exc).__name__}: {exc}); starting it "
                                    "without the cgroupfs files")
     runtime = real_runtime()
-    if os.path.basename(runtime) == "cgroupfs-runtime":  # would exec itself forever
-        log_line(global_flags, f"{RUNTIME_SETTING} names cgroupfs-runtime itself; set it to runc or crun")
+    if os.path.basename(runtime) in OUR_NAMES:  # would exec itself forever
+        log_line(global_flags, f"{RUNTIME_SETTING} names {os.path.basename(runtime)} itself; set it to runc or crun")
         return 127
     try:
         os.execvp(runtime, [runtime, *argv])

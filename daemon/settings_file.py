@@ -1,8 +1,10 @@
 """The settings file's syntax (systemd's EnvironmentFile=), without the options table.
 
 Kept apart from config.py, and free of heavy imports (not even `re`), because
-`cgroupfs-runtime` reads its one setting from this file on every call the engines
-make (daemon/runtime_wrapper.py).  config.py turns these names and strings into
+`cgroupfs-runtime` reads its settings from this file on every create
+(daemon/runtime_wrapper.py).  Its sh front (daemon/cgroupfs-runtime) reads
+CGROUPFS_RUNTIME by these same rules; tests/unit/test_runtime_front.py keeps the two
+equal.  config.py turns these names and strings into
 the options' values.
 """
 
@@ -79,8 +81,8 @@ def default_state_path(environ: Mapping[str, str] = os.environ) -> str:
 def setting(name: str, environ: Mapping[str, str] = os.environ) -> str | None:
     """One setting as a string: the environment's, else the settings file's; None when unset.
 
-    For `cgroupfs-runtime`, which cannot afford the options table's imports on every
-    call; the daemon and the other commands read settings through config.py."""
+    For `cgroupfs-runtime`, which cannot afford the options table's imports on a
+    create; the daemon and the other commands read settings through config.py."""
     value = environ.get(name)
     return value if value is not None else read_config(config_path(environ)).get(name)
 

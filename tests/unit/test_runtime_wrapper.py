@@ -39,6 +39,7 @@ def test_mounts_added_for_every_file_of_the_table_but_taken_destinations():
                        {"destination": "/proc/meminfo", "type": "bind", "source": "/var/lib/lxcfs/proc/meminfo"}]}
     added = runtime_bundle.add_mounts(spec, "/var/lib/cgroupfs")
     assert added == [t for t in flag_targets().values() if t != "/proc/meminfo"]
+    assert "/proc/vmstat" not in added  # runc refuses it at create
     ours = {m["destination"]: m for m in spec["mounts"][2:]}
     assert ours["/proc/cpuinfo"]["source"] == "/var/lib/cgroupfs/proc/cpuinfo"
     assert "ro" in ours["/proc/cpuinfo"]["options"] and ours["/proc/cpuinfo"]["type"] == "bind"
