@@ -221,16 +221,16 @@ def test_small_piece_readers_never_see_a_malformed_line(views, container):
     path = f"{directory}/proc/meminfo"
     reader = ("import os, re, sys, time\n"
               "line = re.compile(rb'[A-Za-z0-9_()]+:\\s+\\d+( kB)?')\n"
-              "bad = reads = 0; deadline = time.monotonic() + 2.0\n"
+              "bad = reads = 0; deadline = time.monotonic() + float(sys.argv[2])\n"
               "while time.monotonic() < deadline:\n"
               "    fd = os.open(sys.argv[1], os.O_RDONLY); pieces = []\n"
               "    while piece := os.read(fd, 200): pieces.append(piece)\n"
               "    os.close(fd); reads += 1\n"
               "    bad += sum(1 for l in b''.join(pieces).splitlines() if not line.fullmatch(l))\n"
               "print(reads, bad)\n")
-    readers = [subprocess.Popen([sys.executable, "-c", reader, path], stdout=subprocess.PIPE)
+    readers = [subprocess.Popen([sys.executable, "-c", reader, path, str(scaled(2.0))], stdout=subprocess.PIPE)
                for _ in range(2)]
-    results = [tuple(map(int, r.communicate(timeout=60)[0].split())) for r in readers]
+    results = [tuple(map(int, r.communicate(timeout=scaled(60))[0].split())) for r in readers]
     assert all(reads > 50 for reads, _ in results), results  # many refreshes (~1,000 reads here)
     assert all(bad == 0 for _, bad in results), results
 
