@@ -202,12 +202,29 @@ def daemon_resources(pid: int, base: str) -> dict[str, int]:
         "loop_on_cpu_ns": on_cpu_ns,
         "loop_waiting_for_cpu_ns": runqueue_ns,
         "rss": int(status["VmRSS"].split()[0]) * 1024,
-        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        **open_files(pid),
         "threads": int(status["Threads"]),
         "cpu_ticks": int(fields[11]) + int(fields[12]),  # utime + stime
         "cgroupfs_mounts": ours,
         "mounts": mounts,
     }
+
+
+def open_files(pid: int) -> dict[str, int]:
+    """The daemon's descriptors: `fds`, every one but the cgroup control files it holds
+    open on purpose (cgroupfs.cgroups.files.HeldFiles: a bounded cache of recently read
+    limit files, which follows the cgroups being read), and `held_cgroup_files`."""
+    held = other = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("/sys/fs/cgroup/"):
+            held += 1
+        else:
+            other += 1
+    return {"fds": other, "held_cgroup_files": held}
 
 
 class Sampler(threading.Thread):
@@ -554,6 +571,7 @@ def soak(run: Run, mode: Mode, readers_per_cgroup: int, reader_cgroup_count: int
     span = max(3.0, min(10.0, mode.duration_s / 20))
     rss = growth(sampler, "rss", mode.window_start_s, end, span, statistics.median)
     fds = growth(sampler, "fds", mode.window_start_s, end, span, min)
+    held = growth(sampler, "held_cgroup_files", mode.window_start_s, end, span, max)
     threads = growth(sampler, "threads", mode.window_start_s, end, span, min)
     mounts = growth(sampler, "cgroupfs_mounts", mode.window_start_s, end, span, min)
     host_mounts = growth(sampler, "mounts", mode.window_start_s, end, span, min)
@@ -605,7 +623,8 @@ def soak(run: Run, mode: Mode, readers_per_cgroup: int, reader_cgroup_count: int
         "window_s": [mode.window_start_s, round(end, 1)],
         "rss_mib": [round(rss[0] / MIB, 2), round(rss[1] / MIB, 2)],
         "rss_growth_mib": round((rss[1] - rss[0]) / MIB, 2),
-        "fds": list(fds), "threads": list(threads), "cgroupfs_mounts": list(mounts), "host_mounts": list(host_mounts),
+        "fds": list(fds), "held_cgroup_files": list(held),
+        "threads": list(threads), "cgroupfs_mounts": list(mounts), "host_mounts": list(host_mounts),
         "daemon_alive": daemon_alive,
         "daemon_service_time_buckets_s": service,
         "daemon_cpu_ms_per_1000_reads": round((cpu_ticks[1] - cpu_ticks[0]) * 1000 / os.sysconf("SC_CLK_TCK")
@@ -752,7 +771,8 @@ def print_report(report: dict, missed: list[str]) -> None:
         print(f"  churned: {s['cgroups_churned']} cgroups, {s['containers_churned']} containers, "
               f"{s['killed_readers']} readers killed mid-read; metrics scrape failures: {s['scrape_failures']}")
         print(f"  daemon between {s['window_s'][0]:.0f} s and {s['window_s'][1]:.0f} s: RSS {s['rss_mib'][0]} -> "
-              f"{s['rss_mib'][1]} MiB ({s['rss_growth_mib']:+} MiB), fds {s['fds'][0]} -> {s['fds'][1]}, "
+              f"{s['rss_mib'][1]} MiB ({s['rss_growth_mib']:+} MiB), fds {s['fds'][0]} -> {s['fds'][1]} "
+              f"(besides {s['held_cgroup_files'][1]} cgroup files held open at most), "
               f"threads {s['threads'][0]} -> {s['threads'][1]}, cgroupfs mounts {s['cgroupfs_mounts'][0]} -> "
               f"{s['cgroupfs_mounts'][1]} (host mounts {s['host_mounts'][0]} -> {s['host_mounts'][1]})")
     c = report.get("scale")
