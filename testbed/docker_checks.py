@@ -88,4 +88,4 @@ def cgroupfs_cli(engine: DockerEngine, *args: str, timeout: float = 60) -> subpr
     script = os.path.join(os.path.dirname(sys.executable), "cgroupfs")
     argv = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "cgroupfs_daemon.cli"]
     return subprocess.run([*argv, *args], env=engine.env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=scaled(timeout))

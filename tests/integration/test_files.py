@@ -126,8 +126,9 @@ def test_stat_cpu_time_grows_by_what_a_busy_loop_burned(mnt, make_cgroup):
     # an emulated machine makes long) is the reference; the `cat`s add a little.
     burned = (usage.ru_utime + usage.ru_stime) * ticks_per_second
     assert 0.8 * burned - 2 <= busy_delta <= 1.2 * burned + 0.2 * ticks_per_second, (before, after, burned)
-    # only its own `cat`s ran in the idle sibling; the host's counters grew by the whole second
-    assert idle_delta <= 0.1 * ticks_per_second, (before, after)
+    # only its own `cat`s ran in the idle sibling (0.1 s here, more under emulation); the
+    # host's counters grew by the whole loop and more
+    assert idle_delta <= max(0.1 * ticks_per_second, 0.2 * busy_delta), (before, after)
 
 
 def test_procs_running_counts_the_containers_runnable_tasks(mnt, make_cgroup):

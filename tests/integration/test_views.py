@@ -231,7 +231,9 @@ def test_small_piece_readers_never_see_a_malformed_line(views, container):
     readers = [subprocess.Popen([sys.executable, "-c", reader, path, str(scaled(2.0))], stdout=subprocess.PIPE)
                for _ in range(2)]
     results = [tuple(map(int, r.communicate(timeout=scaled(60))[0].split())) for r in readers]
-    assert all(reads > 50 for reads, _ in results), results  # many refreshes (~1,000 reads here)
+    # many refreshes: ~1,000 reads here, a few dozen under emulation, every one across
+    # several 10 ms intervals
+    assert all(reads > 20 for reads, _ in results), results
     assert all(bad == 0 for _, bad in results), results
 
 

@@ -113,12 +113,20 @@ site_dir = site.getsitepackages()[0]  # /usr/local/lib/python3.11/dist-packages
 os.makedirs(site_dir, exist_ok=True)
 with open(os.path.join(site_dir, "cgroupfs-vm.pth"), "w") as pth:
     pth.write("/mnt/pylib\n/mnt/src\n")
-scripts, package_dirs = {}, {}
+scripts, package_dirs, script_files = {}, {}, []
 if os.path.exists("/mnt/src/pyproject.toml"):
     with open("/mnt/src/pyproject.toml", "rb") as pyproject:
         project = tomllib.load(pyproject)
     scripts = project.get("project", {}).get("scripts", {})
-    package_dirs = project.get("tool", {}).get("setuptools", {}).get("package-dir", {})
+    setuptools = project.get("tool", {}).get("setuptools", {})
+    package_dirs = setuptools.get("package-dir", {})
+    script_files = setuptools.get("script-files", [])
+# Plain scripts (cgroupfs-runtime, a sh front) are copied into bin as pip copies them.
+for relative in script_files:
+    path = f"/usr/local/bin/{os.path.basename(relative)}"
+    with open(os.path.join("/mnt/src", relative), "rb") as source, open(path, "wb") as script:
+        script.write(source.read())
+    os.chmod(path, 0o755)
 # A package installed under another name than its folder (daemon/ -> cgroupfs_daemon).
 for package, folder in package_dirs.items():
     link = os.path.join(site_dir, package)
