@@ -169,10 +169,10 @@ uninstall:
 V2_HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod python3-venv
 V2_TEST_PATHS    ?= $(wildcard tests/vm tests/integration tests/docker tests/metrics tests/service/test_handoff.py)
 # Tests marked `heavy` (load that does not depend on the cgroup version) run on the host
-# lane only, and the first-instruction race is repeated 20 times instead of 60: the lane
+# lane only, and the first-instruction race is repeated 10 times instead of 60: the lane
 # has to fit CI's budget (each `docker run` costs ~9 s under emulation).
 V2_PYTEST_ARGS   ?= $(V2_TEST_PATHS) -m "not heavy" -ra --durations=10
-V2_FIRST_READ_RUNS ?= 20
+V2_FIRST_READ_RUNS ?= 10
 V2_TIMEOUT       ?= 3000
 # Emulation runs Python 10-20x and `docker run` ~5x slower than the host: tests that wait
 # for something with a deadline multiply it by CGROUPFS_TEST_TIME_SCALE.
