@@ -163,7 +163,7 @@ def test_a_neighbour_with_thousands_of_threads_does_not_stall_other_readers(star
     """Counting a container's tasks once cost O(threads^2) on the FUSE loop (3 s of CPU
     for 5,000).  Measured as the daemon's own CPU time per render, which other load on
     the host does not stretch as it stretches wall-clock latency."""
-    daemon = start_daemon("--metrics-address", "127.0.0.1:0", "--cache-ttl-ms", "0")
+    daemon = start_daemon("--metrics-address", "127.0.0.1:0")
     big = make_cgroup()
     crowd = big.popen([PYTHON, "-c", textwrap.dedent(f"""
         import threading, time
@@ -181,18 +181,19 @@ def test_a_neighbour_with_thousands_of_threads_does_not_stall_other_readers(star
         assert THREADS < total < THREADS + 50 and running <= total
         renders = 20
         before = daemon_cpu_seconds(daemon.pid)
-        for _ in range(renders):  # every read renders stat (no cache): one count of 3000 threads each
+        for _ in range(renders):  # past the 100 ms render cache: one count of 3000 threads each
+            time.sleep(0.15)
             assert big.run(["cat", f"{daemon.mountpoint}/proc/stat"]).returncode == 0
         per_render = (daemon_cpu_seconds(daemon.pid) - before) / renders
         small = make_cgroup()
         small.set_memory_limit(32 * MIB)
-        measured = latency(small, f"{daemon.mountpoint}/proc/meminfo", n=3000)
+        measured = latency(small, f"{daemon.mountpoint}/proc/meminfo", n=500)
         print(f"\ndaemon CPU per stat render with {THREADS} threads: {per_render * 1000:.1f} ms; "
               f"a neighbour's meminfo latency (ms): {measured}")
         # Linear: ~0.1 s per 1000 threads on this (loaded) host; the quadratic count took
         # seconds at 3000 (3 s at 5,000 measured).
         assert per_render < 0.5, per_render
-        assert measured["n"] == 3000
+        assert measured["n"] == 500
     finally:
         crowd.kill()
         crowd.wait()
