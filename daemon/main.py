@@ -313,8 +313,13 @@ class Daemon:
                 DEFAULT_RUNNER.start()
             except OSError as exc:
                 log.warning("cannot start the namespace helper yet (%s); injection will try again", exc)
-        session = self._connect(self.mountpoint, "cgroupfs", self.operations, fuse_protocol.ASYNC_READ,
-                                on_init=self._on_mounted)
+        try:
+            session = self._connect(self.mountpoint, "cgroupfs", self.operations, fuse_protocol.ASYNC_READ,
+                                    on_init=self._on_mounted)
+        except StartupError:
+            if views_session is not None and self.views is not None:
+                unmount(self.views.mountpoint)  # not left behind, dead, by a start that failed
+            raise
         for stale in self.handed.values():
             os.close(stale)  # handed over but not ours (any more): let them go
         self.handed.clear()

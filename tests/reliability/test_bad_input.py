@@ -251,12 +251,14 @@ def test_a_mountpoint_that_is_a_file_or_not_empty_or_under_proc(hierarchy, tmp_p
     regular.write_text("x")
     assert_one_sentence(run_cli(*daemon_args("--no-docker", "--no-metrics", mountpoint=str(regular))),
                         f"mount point {regular} is not a directory")
+    assert never_mounted(tmp_path / "file-views")  # the views were mounted first: not left behind
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "precious").write_text("keep me")
     assert_one_sentence(run_cli(*daemon_args("--no-docker", "--no-metrics", mountpoint=str(busy))),
                         f"mount point {busy} is not empty")
     assert (busy / "precious").read_text() == "keep me" and never_mounted(busy)
+    assert never_mounted(tmp_path / "busy-views")
     under_proc = f"/proc/cgroupfs-rel-{os.getpid()}"
     assert_one_sentence(run_cli(*daemon_args("--no-docker", "--no-metrics", mountpoint=under_proc)),
                         f"cannot create mount point {under_proc}")
