@@ -72,7 +72,10 @@ class TtlCache:
 
     def put(self, key: object, value: object, now: float) -> None:
         if now >= self._next_sweep or len(self._entries) >= self.max_entries:
-            self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
+            # list(): one step under the GIL, so a put() from another thread (the sysinfo
+            # responder shares this server with the FUSE loop) cannot change the dict
+            # while it is copied; a put lost to the swap is one more miss.
+            self._entries = {k: e for k, e in list(self._entries.items()) if e.expires > now}
             self._next_sweep = now + self.sweep_interval_s
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()

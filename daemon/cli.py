@@ -33,16 +33,21 @@ class _Parser(argparse.ArgumentParser):
                   if " " in self.prog else f"cgroupfs: {message} (see 'cgroupfs --help')\n")
 
 
+# Not a file: what the daemon answers a container's sysinfo(2) with (cgroupfs/sysinfo.py).
+SYSINFO = "sysinfo"
+
+
 def file_name(value: str) -> str:
     """`show` accepts "meminfo", "proc/meminfo", "/proc/meminfo" or "cpu/online", and the
     cpu directory "sys/devices/system/cpu" (its entries, one per line)."""
     cleaned = value.strip("/")
-    if cleaned == HOST_DIRECTORY:
+    if cleaned in (HOST_DIRECTORY, SYSINFO):
         return cleaned
     for path in FILES:
         if cleaned == path or path.endswith("/" + cleaned) or path.split("/")[-1] == cleaned:
             return path
-    raise argparse.ArgumentTypeError(f"unknown file {value!r}; choose from: " + ", ".join([*FILES, HOST_DIRECTORY]))
+    raise argparse.ArgumentTypeError(f"unknown file {value!r}; choose from: "
+                                     + ", ".join([*FILES, HOST_DIRECTORY, SYSINFO]))
 
 
 def build_parser(configured: Mapping[str, object] | None = None) -> argparse.ArgumentParser:
@@ -57,7 +62,8 @@ def build_parser(configured: Mapping[str, object] | None = None) -> argparse.Arg
     show = sub.add_parser("show", help="print what a process or container would read, without FUSE")
     show.add_argument("file", type=file_name, help="meminfo, cpuinfo, stat, diskstats, uptime, loadavg, swaps, "
                       "vmstat, slabinfo, pressure/cpu, pressure/memory, pressure/io, online, possible, present, "
-                      "or sys/devices/system/cpu (the entries it lists)")
+                      "sys/devices/system/cpu (the entries it lists), or sysinfo (what sysinfo(2) answers, "
+                      "field by field)")
     target = show.add_mutually_exclusive_group()
     target.add_argument("--pid", type=int, default=None)
     target.add_argument("--container", default=None, help="Docker container name or id")
@@ -119,6 +125,7 @@ def cmd_daemon(args) -> int:
     # daemon starts with it blocked already: the mask, and a pending SIGHUP, survive exec.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     from cgroupfs_daemon.main import Daemon, DaemonConfig, StartupError
+    from cgroupfs_daemon.settings_file import default_sysinfo_socket
 
     configure_logging(args.log_level)
     if os.geteuid() != 0:
@@ -133,6 +140,7 @@ def cmd_daemon(args) -> int:
         cap_cpus_by_quota=not args.no_cpu_quota_cap,
         host_uptime=args.uptime == "host",
         views_mountpoint=None if args.no_views else (args.views_mountpoint or ""),
+        sysinfo_socket=None if args.no_sysinfo else (args.sysinfo_socket or default_sysinfo_socket()),
     )
     try:
         daemon = Daemon(config)
@@ -165,6 +173,10 @@ def cmd_show(args) -> int:
         server = ContentServer(options=options, cache_ttl_s=0)
         if args.file == HOST_DIRECTORY:
             sys.stdout.write("".join(f"{name}\n" for name in cpu_directory_listing(server, pid)))
+        elif args.file == SYSINFO:
+            from cgroupfs.sysinfo import for_reader
+
+            sys.stdout.write(for_reader(server.content, pid).text())
         else:
             sys.stdout.buffer.write(server.content(args.file, pid))
     except (CgroupfsError, OSError) as exc:

@@ -66,6 +66,21 @@ def daemon_families(stats: StatsSnapshot) -> list[Metric]:
     for connection in ("cgroupfs", "cgroupfs-views"):
         taken_over.add_metric((connection,), 1 if connection in stats.taken_over else 0)
 
+    sysinfo_calls = CounterMetricFamily(
+        "cgroupfs_sysinfo_calls_total", "Containers' sysinfo(2) calls trapped, by outcome: answered (the "
+        "container's values), kernel (left to the kernel: its own result), gone (the caller was killed).",
+        labels=("outcome",))
+    for outcome in ("answered", "kernel", "gone"):
+        sysinfo_calls.add_metric((outcome,), stats.sysinfo_calls.get(outcome, 0))
+    sysinfo_latency = HistogramMetricFamily("cgroupfs_sysinfo_answer_duration_seconds",
+                                            "Time from taking a trapped sysinfo(2) to answering it.")
+    if stats.sysinfo_bucket_counts:
+        sysinfo_latency.add_metric((), cumulative_buckets(stats.sysinfo_bucket_counts), stats.sysinfo_sum_s)
+    sysinfo_listeners = GaugeMetricFamily(
+        "cgroupfs_sysinfo_listeners", "seccomp listeners held: one per container process tree the runtime "
+        "started (its init, each exec) that is still alive.")
+    sysinfo_listeners.add_metric((), stats.sysinfo_listeners)
+
     fallbacks = CounterMetricFamily("cgroupfs_fallbacks_total",
                                     "Opens answered with the host's file instead, per file and reason.",
                                     labels=("file", "reason"))
@@ -91,5 +106,6 @@ def daemon_families(stats: StatsSnapshot) -> list[Metric]:
         "cgroupfs_metrics_collector_errors_total",
         "Containers left out of a scrape by an unexpected error (a vanished container is not one).")
     collector_errors.add_metric((), stats.collector_errors)
-    return [build, requests, errors, latency, hits, misses, views, view_renders, view_requests, taken_over, fallbacks,
-            injections, heals, docker_up, tracked, collector_errors]
+    return [build, requests, errors, latency, hits, misses, views, view_renders, view_requests, taken_over,
+            sysinfo_calls, sysinfo_latency, sysinfo_listeners, fallbacks, injections, heals, docker_up, tracked,
+            collector_errors]

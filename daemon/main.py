@@ -46,6 +46,7 @@ from cgroupfs_daemon.notify import Notifier
 from cgroupfs_daemon.runtime_containers import RuntimeContainers
 from cgroupfs_daemon.state import StateWriter
 from cgroupfs_daemon.stats import DaemonStats
+from cgroupfs_daemon.sysinfo_responder import LISTENER_PREFIX, SOCKET_NAME, SysinfoError, SysinfoResponder
 from cgroupfs_daemon.views import Views
 
 log = logging.getLogger("cgroupfs")
@@ -82,6 +83,9 @@ class DaemonConfig:
     # The views mount (daemon/views.py); None: no views, the watcher injects the
     # per-reader files.  Default: the mount point's sibling "<mountpoint>-views".
     views_mountpoint: str | None = ""
+    # The socket the runtime wrapper's containers send their seccomp listeners to
+    # (daemon/sysinfo_responder.py); None: sysinfo(2) is not answered.
+    sysinfo_socket: str | None = None
 
 
 def raise_open_files_limit() -> None:
@@ -172,7 +176,31 @@ class Daemon:
         # (STOPPING=1 before the rest shuts down).
         self.notifier = Notifier(self.mountpoint, self.stats, docker_enabled=config.docker_host is not None,
                                  loops_busy_for=self._loops_busy_for)
+        self.sysinfo = self._sysinfo_responder(config.sysinfo_socket)
+        if self.sysinfo is not None:
+            self.add_component(self.sysinfo)
         self.add_component(self.notifier)
+
+    def _sysinfo_responder(self, socket_path: str | None) -> SysinfoResponder | None:
+        """The sysinfo thread, serving the socket and the listeners handed over (taken
+        from self.handed now: what is left there is closed once the mounts are up)."""
+        handed_socket = self.handed.pop(SOCKET_NAME, None)
+        listeners = {name: self.handed.pop(name) for name in list(self.handed) if name.startswith(LISTENER_PREFIX)}
+        if socket_path is None:
+            if listeners:
+                log.warning("sysinfo(2) is off (--no-sysinfo): %d containers' listeners handed over are closed; "
+                            "their sysinfo(2) now fails with ENOSYS until they restart", len(listeners))
+            for fd in [*listeners.values(), *([handed_socket] if handed_socket is not None else [])]:
+                os.close(fd)
+            return None
+        responder = SysinfoResponder(self.server, os.path.abspath(socket_path), self.stats,
+                                     keep=self.notifier.keep_descriptors, forget=self.notifier.forget_descriptors)
+        try:
+            responder.listen(handed_socket)
+        except SysinfoError as exc:
+            raise StartupError(str(exc)) from None
+        responder.adopt(listeners)
+        return responder
 
     def add_component(self, component) -> None:
         self.components.append(component)
@@ -319,6 +347,8 @@ class Daemon:
         except StartupError:
             if views_session is not None and self.views is not None:
                 unmount(self.views.mountpoint)  # not left behind, dead, by a start that failed
+            if self.sysinfo is not None:
+                self.sysinfo.close_socket()
             raise
         for stale in self.handed.values():
             os.close(stale)  # handed over but not ours (any more): let them go
@@ -367,6 +397,8 @@ class Daemon:
         self._save_handoff()
         descriptors = {fuse_name(name): session.fd for name, session in self.sessions.items()}
         descriptors[STATE_NAME] = self.state_file.fd
+        if self.sysinfo is not None:
+            descriptors.update(self.sysinfo.descriptors())
         self.notifier.send("WATCHDOG=1")  # the successor's first ping comes once it serves
         try:
             reexec(descriptors, dict(os.environ, **self.notifier.saved_environment))
@@ -395,3 +427,9 @@ class Daemon:
         # A clean stop: a later start mounts afresh, it does not take these over.
         self.notifier.forget_descriptors([STATE_NAME, *(fuse_name(name) for name in self.sessions)])
         self._stop_components()
+        if self.sysinfo is not None:
+            # No new container may be given a socket nobody serves.  The listeners stay
+            # in the fd store: a `systemctl restart` hands them to the next instance
+            # (after a full stop systemd closes them: those containers' sysinfo(2) then
+            # fails with ENOSYS, docs in the README).
+            self.sysinfo.close_socket()

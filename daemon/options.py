@@ -93,11 +93,18 @@ RUNTIME = Option(
 RUNTIME_WAIT_MS = Option(
     "--runtime-wait-ms", "How long `cgroupfs-runtime` waits for the mount to answer before it starts a container "
     "without the files, in milliseconds.", default=100.0, type=float, metavar="MS")
+SYSINFO_SOCKET = Option(
+    "--sysinfo-socket", "Where the daemon takes the seccomp listeners of containers `cgroupfs-runtime` "
+    "started, to answer their sysinfo(2) with their own memory, uptime and load.", metavar="PATH",
+    exclusive="sysinfo", shown_default="/run/cgroupfs/sysinfo.sock")
+NO_SYSINFO = Option(
+    "--no-sysinfo", "Do not answer containers' sysinfo(2): `cgroupfs-runtime` then leaves their seccomp "
+    "profile as it is.", default=False, switch=True, exclusive="sysinfo")
 
 # `cgroupfs daemon`'s options, in the order --help and the documentation list them.
 OPTIONS = (MOUNTPOINT, DOCKER_HOST, NO_DOCKER, METRICS_ADDRESS, NO_METRICS, LOG_LEVEL, CACHE_TTL_MS,
-           NO_CPU_QUOTA_CAP, UPTIME, VIEWS_MOUNTPOINT, NO_VIEWS, RUNTIME,
-           RUNTIME_WAIT_MS)
+           NO_CPU_QUOTA_CAP, UPTIME, VIEWS_MOUNTPOINT, NO_VIEWS, SYSINFO_SOCKET,
+           NO_SYSINFO, RUNTIME, RUNTIME_WAIT_MS)
 
 
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],

@@ -33,7 +33,7 @@ import threading
 
 from cgroupfs.layout import DEFAULT_MOUNTPOINT, flag_targets
 from cgroupfs_daemon import runtime_records
-from cgroupfs_daemon.settings_file import setting
+from cgroupfs_daemon.settings_file import default_state_path, default_sysinfo_socket, setting
 
 OPT_OUT = "cgroupfs.inject"
 # The options table's MOUNTPOINT row (options.py), spelt out as in runtime_wrapper.py.
@@ -42,6 +42,9 @@ MOUNTPOINT_SETTING = "CGROUPFS_MOUNTPOINT"
 # it: the options table's RUNTIME_WAIT_MS row, spelt out as in runtime_wrapper.py.
 WAIT_SETTING = "CGROUPFS_RUNTIME_WAIT_MS"
 DEFAULT_WAIT_MS = 100.0
+# The SYSINFO_SOCKET and NO_SYSINFO rows, spelt out likewise.
+SYSINFO_SETTING = "CGROUPFS_SYSINFO_SOCKET"
+NO_SYSINFO_SETTING = "CGROUPFS_NO_SYSINFO"
 # Flags of `create`/`run` (runc and crun) that take a value.
 CREATE_VALUE_FLAGS = frozenset({"bundle", "b", "console-socket", "pid-file", "preserve-fds", "config", "f"})
 # A Docker container's config.v2.json is a few KiB; never read a huge one.
@@ -154,7 +157,29 @@ def write_atomically(path: str, spec: dict) -> None:
         raise
 
 
-def prepare(argv: list[str], global_flags: dict[str, str], environ=os.environ) -> list[str]:
+def intercept_sysinfo(spec: dict, runtime: str, global_flags: dict[str, str], environ=os.environ) -> dict:
+    """`spec` with sysinfo(2) sent to the daemon (runtime_seccomp.py), or `spec` itself when
+    the daemon does not take it (sysinfo off, its socket not answering: silently, the
+    daemon says why in its log) or the profile or the runtime cannot (one log line)."""
+    from cgroupfs_daemon.runtime_seccomp import NotIntercepted, intercepted, runtime_notifies, socket_answers
+    from cgroupfs_daemon.runtime_wrapper import log_line
+
+    if (setting(NO_SYSINFO_SETTING, environ) or "").strip().lower() in ("yes", "true", "1", "on"):
+        return spec
+    socket_path = os.path.abspath(setting(SYSINFO_SETTING, environ) or default_sysinfo_socket(environ))
+    if not socket_answers(socket_path):
+        return spec
+    state_directory = os.path.dirname(default_state_path(environ))
+    try:
+        if not runtime_notifies(runtime, os.path.join(state_directory, "runtime-features.json")):
+            raise NotIntercepted(f"the runtime {runtime} cannot send a seccomp listener (runc >= 1.1 or crun can)")
+        return intercepted(spec, socket_path)
+    except NotIntercepted as exc:
+        log_line(global_flags, f"sysinfo(2) left to the kernel in this container: {exc}")
+        return spec
+
+
+def prepare(argv: list[str], global_flags: dict[str, str], environ=os.environ, runtime: str = "runc") -> list[str]:
     """Edit the bundle's config.json for `create`/`run` arguments `argv`; the targets added.
 
     Raises NotPrepared (or anything else) with the bundle untouched."""
@@ -180,9 +205,10 @@ def prepare(argv: list[str], global_flags: dict[str, str], environ=os.environ) -
             raise NotPrepared(f"the cgroupfs mount {mountpoint} does not answer within {wait_ms:.0f} ms "
                               f"(is the daemon running?)")
         added = add_mounts(spec, mountpoint)
-        if added:
-            write_atomically(config_path, spec)
         files = runtime_records.FILES_BOUND
+        with_sysinfo = intercept_sysinfo(spec, runtime, global_flags, environ)
+        if added or with_sysinfo is not spec:
+            write_atomically(config_path, with_sysinfo)
         return added
     finally:
         runtime_records.record(container_id, spec, docker, os.path.abspath(pid_file) if pid_file else "", bundle,

@@ -86,15 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     global_flags, index = split_command(argv)
     command = argv[index] if index < len(argv) else ""
+    runtime = real_runtime()
     if command in CREATE_COMMANDS:
         try:
             from cgroupfs_daemon.runtime_bundle import prepare
 
-            prepare(argv[index + 1:], global_flags)
+            prepare(argv[index + 1:], global_flags, runtime=runtime)
         except Exception as exc:  # anything: the container starts without our files
             log_line(global_flags, f"container not prepared ({type(exc).__name__}: {exc}); starting it "
                                    "without the cgroupfs files")
-    runtime = real_runtime()
     if os.path.basename(runtime) in OUR_NAMES:  # would exec itself forever
         log_line(global_flags, f"{RUNTIME_SETTING} names {os.path.basename(runtime)} itself; set it to runc or crun")
         return 127

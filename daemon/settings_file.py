@@ -78,6 +78,12 @@ def default_state_path(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get(STATE_PATH_ENVIRONMENT) or DEFAULT_STATE_PATH
 
 
+def default_sysinfo_socket(environ: Mapping[str, str] = os.environ) -> str:
+    """Where the daemon takes containers' sysinfo listeners when --sysinfo-socket is unset:
+    beside its state file (/run/cgroupfs/sysinfo.sock)."""
+    return os.path.join(os.path.dirname(default_state_path(environ)), "sysinfo.sock")
+
+
 def setting(name: str, environ: Mapping[str, str] = os.environ) -> str | None:
     """One setting as a string: the environment's, else the settings file's; None when unset.
 

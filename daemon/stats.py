@@ -61,6 +61,10 @@ class StatsSnapshot:
     view_renders: int = 0                                # view files rendered (at most one per file per interval)
     view_requests: int = 0                               # requests that reached the views connection
     taken_over: frozenset[str] = frozenset()             # connections this instance took over (daemon/handoff.py)
+    sysinfo_calls: Mapping[str, int] = field(default_factory=dict)  # outcome -> sysinfo(2) calls trapped
+    sysinfo_bucket_counts: tuple[int, ...] = ()          # time to answer, count per bucket, +Inf last
+    sysinfo_sum_s: float = 0.0
+    sysinfo_listeners: int = 0                           # containers' (and execs') listeners held now
 
 
 class DaemonStats:
@@ -91,6 +95,11 @@ class DaemonStats:
         # views: read from the Views registry and its session when a snapshot is taken
         self._views_source: Callable[[], tuple[int, int, int]] | None = None
         self._taken_over: set[str] = set()
+        # sysinfo(2) (daemon/sysinfo_responder.py)
+        self._sysinfo_calls: dict[str, int] = defaultdict(int)
+        self._sysinfo_buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self._sysinfo_sum_s = 0.0
+        self._sysinfo_listeners: Callable[[], int] | None = None
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
@@ -112,6 +121,10 @@ class DaemonStats:
                 containers_tracked=len(self._containers),
                 collector_errors=self._collector_errors,
                 taken_over=frozenset(self._taken_over),
+                sysinfo_calls=dict(self._sysinfo_calls),
+                sysinfo_bucket_counts=tuple(self._sysinfo_buckets),
+                sysinfo_sum_s=self._sysinfo_sum_s,
+                sysinfo_listeners=self._sysinfo_listeners() if self._sysinfo_listeners else 0,
                 **self._views_counts(),
             )
 
@@ -130,6 +143,20 @@ class DaemonStats:
         views, renders, requests = self._views_source()
         return {"views": views, "view_renders": renders, "view_requests": requests}
 
+    # sysinfo(2) ----------------------------------------------------------------------------
+
+    def watch_sysinfo(self, listeners: Callable[[], int]) -> None:
+        """`listeners()` -> how many seccomp listeners are held, asked at every snapshot."""
+        self._sysinfo_listeners = listeners
+
+    def sysinfo_call(self, outcome: str, seconds: float) -> None:
+        """A trapped sysinfo(2): "answered" (the container's struct), "kernel" (left to the
+        kernel: its own result), "gone" (the caller was killed before the answer)."""
+        with self._lock:
+            self._sysinfo_calls[outcome] += 1
+            self._sysinfo_buckets[_bucket(seconds)] += 1
+            self._sysinfo_sum_s += seconds
+
     # FUSE loop (cgroupfs.fuse_ops and cgroupfs.server call these) ---------------------
 
     def request(self, path: str, seconds: float, error: int | None) -> None:
@@ -140,12 +167,7 @@ class DaemonStats:
             buckets = self._latency_bucket_counts.get(path)
             if buckets is None:
                 buckets = self._latency_bucket_counts[path] = [0] * (len(LATENCY_BUCKETS_S) + 1)
-            for index, bound in enumerate(LATENCY_BUCKETS_S):
-                if seconds <= bound:
-                    buckets[index] += 1
-                    break
-            else:
-                buckets[-1] += 1
+            buckets[_bucket(seconds)] += 1
             self._latency_sum_s[path] += seconds
 
     def cache_lookup(self, hit: bool) -> None:
@@ -237,3 +259,11 @@ class DaemonStats:
     def containers(self) -> list[ContainerInfo]:
         with self._lock:
             return list(self._containers.values())
+
+
+def _bucket(seconds: float) -> int:
+    """The index of the latency bucket `seconds` falls in (the last: +Inf)."""
+    for index, bound in enumerate(LATENCY_BUCKETS_S):
+        if seconds <= bound:
+            return index
+    return len(LATENCY_BUCKETS_S)

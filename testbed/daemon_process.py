@@ -31,6 +31,11 @@ def detach_daemon_mounts(mountpoint: str) -> None:
                 if exc.errno not in (errno.EINVAL, errno.ENOENT):
                     raise
 
+def sysinfo_socket(mountpoint: str) -> str:
+    """Where the test daemon of `mountpoint` takes containers' sysinfo listeners (beside it)."""
+    return mountpoint.rstrip("/") + ".sysinfo"
+
+
 class DaemonProcess:
     def __init__(self, mountpoint: str, *extra: str, log_path: str | None = None, env: dict | None = None):
         self.mountpoint = mountpoint
@@ -49,6 +54,7 @@ class DaemonProcess:
         env = dict(os.environ, **(self.env or {}))
         # Each test daemon keeps its state file beside its mount point, not in /run.
         env.setdefault("CGROUPFS_STATE_FILE", self.mountpoint.rstrip("/") + ".state.json")
+        env.setdefault("CGROUPFS_SYSINFO_SOCKET", sysinfo_socket(self.mountpoint))
         # ... and ignores the host's /etc/default/cgroupfs: tests choose their own flags.
         env.setdefault("CGROUPFS_CONFIG", self.mountpoint.rstrip("/") + ".no-config")
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")

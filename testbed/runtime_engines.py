@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 import time
 
+from testbed.daemon_process import sysinfo_socket
 from testbed.docker_engine import BUSYBOX, EngineUnavailable, busybox_rootfs_tar, unmount_under
 from testbed.timing import scaled
 
@@ -45,7 +46,8 @@ def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc",
     with open(path, "w") as f:
         f.write("#!/bin/sh\n"
                 f"export CGROUPFS_CONFIG={mountpoint.rstrip('/')}.no-config CGROUPFS_MOUNTPOINT={mountpoint} "
-                f"CGROUPFS_STATE_FILE={state_file} CGROUPFS_RUNTIME={runtime} "
+                f"CGROUPFS_STATE_FILE={state_file} CGROUPFS_SYSINFO_SOCKET={sysinfo_socket(mountpoint)} "
+                f"CGROUPFS_RUNTIME={runtime} "
                 f"CGROUPFS_RUNTIME_WAIT_MS={scaled(2000):g}\n"
                 f'exec {wrapper} "$@" 2>>{runtime_log(directory)}\n')
     os.chmod(path, 0o755)
