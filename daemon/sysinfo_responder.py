@@ -173,15 +173,13 @@ class SysinfoResponder:
                                        "--sysinfo-socket")
                 os.unlink(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            temporary = f"{path}.{os.getpid()}"
-            try:
-                os.unlink(temporary)
-            except FileNotFoundError:
-                pass
-            sock.bind(temporary)
-            os.chmod(temporary, 0o600)  # the runtimes run as root; nobody else may hand us descriptors
+            # Bound at its own name (not renamed into place): getsockname() then tells a
+            # successor that the socket it is handed is still the one at the path.
+            sock.bind(path)
+            # Connecting needs write permission: the runtimes run as root; nobody else
+            # may hand the daemon descriptors.
+            os.chmod(path, 0o600)
             sock.listen(128)
-            os.replace(temporary, path)  # appears already listening: a runtime never finds it refusing
         except OSError as exc:
             raise SysinfoError(f"cannot listen for sysinfo at {path}: {exc.strerror or exc}") from None
         return sock
