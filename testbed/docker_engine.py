@@ -26,6 +26,10 @@ from testbed.timing import scaled
 
 IMAGE = "cgroupfs-test-busybox:latest"
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
+# The host's programs and libraries (python3, glibc's getconf, util-linux), for a
+# container to run them, read-only (merged /usr or not).
+HOST_TOOL_DIRECTORIES = tuple(path for path in ("/usr", "/lib", "/lib64") if os.path.isdir(path))
+HOST_TOOLS = [flag for path in HOST_TOOL_DIRECTORIES for flag in ("-v", f"{os.path.realpath(path)}:{path}:ro")]
 
 
 class EngineUnavailable(Exception):

@@ -9,11 +9,8 @@ import os
 import subprocess
 import tarfile
 
-from testbed.docker_engine import busybox_rootfs_tar
+from testbed.docker_engine import HOST_TOOL_DIRECTORIES, busybox_rootfs_tar
 from testbed.timing import scaled
-
-# The host's programs and libraries, read-only (merged /usr or not).
-HOST_TOOL_DIRECTORIES = tuple(path for path in ("/usr", "/lib", "/lib64") if os.path.isdir(path))
 
 
 def make_bundle(directory: str, args: list[str], memory_limit: int | None = None, cpu_quota_us: int | None = None,

@@ -10,13 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cgroupfs.cgroups import CgroupReader, discover, read_proc_cgroup
 from testbed.docker_checks import wait_injected
-from testbed.docker_engine import IMAGE
+from testbed.docker_engine import HOST_TOOLS, IMAGE
 from tests.conftest import require
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"  # Debian's prometheus-node-exporter (TEST_PACKAGES)
-# The host's programs and libraries, read-only (merged /usr or not).
-HOST_TOOLS = [flag for path in ("/usr", "/lib", "/lib64") if os.path.isdir(path)
-              for flag in ("-v", f"{os.path.realpath(path)}:{path}:ro")]
 
 TOOLS = (
     "echo online=$(cat /sys/devices/system/cpu/online); "

@@ -19,6 +19,7 @@ import time
 from cgroupfs_daemon.mount import mounts_at
 from testbed.daemon_process import detach_daemon_mounts
 from testbed.service_manager import Message, NotifyListener, popen_with_descriptors
+from testbed.timing import scaled
 
 __all__ = ["Message", "NotifyListener", "ServiceDaemon", "is_fuse_mounted"]
 
@@ -148,3 +149,27 @@ class ServiceDaemon:
             detach_daemon_mounts(mountpoint)
         if getattr(self, "_log", None):
             self._log.close()
+
+
+# A container's loop printing busybox free's "Mem:" line, and the error line of a
+# sysinfo(2) that failed (ENOSYS: a filter whose listener is gone).
+FREE_LOOP = "while :; do free 2>&1 | grep -E 'Mem:|sysinfo|implemented'; sleep 0.1; done"
+
+
+def lines_of(path: str) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [line for line in f.read().splitlines() if line.strip()]
+
+
+def wait_lines(path: str, count: int, timeout: float = 30.0) -> list[str]:
+    """The file's non-empty lines, once there are `count` of them."""
+    deadline = time.monotonic() + scaled(timeout)
+    while len(lines := lines_of(path)) < count:
+        assert time.monotonic() < deadline, f"{len(lines)} lines of {count} in {timeout} s: {lines[-5:]}"
+        time.sleep(0.05)
+    return lines
+
+
+def free_totals(lines: list[str]) -> set[str]:
+    """busybox free's total column of every "Mem:" line, and any other line whole (an error)."""
+    return {line.split()[1] if line.startswith("Mem:") else line for line in lines}

@@ -85,6 +85,27 @@ def test_the_daemon_serves_and_stops_under_the_units_restrictions(devices_cgroup
     assert "Traceback" not in daemon.log() and "not permitted" not in daemon.log(), daemon.log()
 
 
+def test_sysinfo_is_answered_under_the_units_restrictions(devices_cgroup, daemons, runc_containers, tmp_path):
+    """The seccomp listener taken from runc, the caller's memory written through
+    /proc/PID/mem (CAP_SYS_PTRACE), the answer's ioctls: all inside the unit's filter."""
+    from testbed.daemon_process import sysinfo_socket
+    from testbed.oci_bundle import make_bundle
+    from testbed.runtime_engines import write_runtime_script
+    from tests.service.harness import FREE_LOOP, free_totals, wait_lines
+
+    mountpoint = str(tmp_path / "d" / "mnt")
+    daemon = daemons("d", env={"CGROUPFS_SYSINFO_SOCKET": sysinfo_socket(mountpoint)},
+                     command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon",
+                                       devices_cgroup=devices_cgroup))
+    daemon.wait_serving()
+    script = write_runtime_script(daemon.directory, mountpoint, "runc")
+    bundle = make_bundle(os.path.join(daemon.directory, "bundle"), ["sh", "-c", FREE_LOOP], memory_limit=64 << 20)
+    log = os.path.join(daemon.directory, "free.log")
+    runc_containers(script, bundle, log)
+    assert free_totals(wait_lines(log, 3)) == {"65536"}, daemon.log()
+    assert "Traceback" not in daemon.log() and "not permitted" not in daemon.log(), daemon.log()
+
+
 def test_without_cap_sys_admin_nothing_mounts(daemons):
     daemon = daemons(command=sandboxed(sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", without=("CAP_SYS_ADMIN",)))
     assert daemon.process.wait(timeout=30) != 0

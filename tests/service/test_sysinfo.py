@@ -11,73 +11,22 @@ tests/runtime/.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
-import uuid
-
-import pytest
 
 from testbed.daemon_process import sysinfo_socket
-from testbed.oci_bundle import delete_container, make_bundle, seccomp_profile
+from testbed.oci_bundle import make_bundle, seccomp_profile
 from testbed.runtime_engines import runtime_log, write_runtime_script
 from testbed.timing import scaled
-from tests.conftest import require
-from tests.service.harness import ServiceDaemon
+from tests.service.harness import FREE_LOOP, ServiceDaemon, free_totals, lines_of, wait_lines
 
 MIB = 1 << 20
 LIMIT_KB = 64 * 1024
 STORED = {"state", "fuse-cgroupfs", "fuse-cgroupfs-views", "sysinfo-socket"}
-# busybox free's "Mem:" line, and the error line of a sysinfo(2) that failed (ENOSYS: no listener).
-FREE_LOOP = "while :; do free 2>&1 | grep -E 'Mem:|sysinfo|implemented'; sleep 0.1; done"
 
 
-@pytest.fixture
-def runc_host(fuse_host):
-    require(shutil.which("runc") is not None, "runc is not installed (Debian package runc)")
-    require(os.path.exists("/bin/busybox"), "busybox-static is not installed")
-
-
-@pytest.fixture
-def containers():
-    """run(script, bundle, *args, stdout=path) starts a detached container through `script`."""
-    created: list[str] = []
-
-    def run(script: str, bundle: str, stdout: str) -> str:
-        container_id = f"cgfs-si-{uuid.uuid4().hex[:10]}"
-        created.append(container_id)
-        with open(stdout, "ab") as out:
-            result = subprocess.run([script, "run", "--detach", "--bundle", bundle, container_id],
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
-                                    timeout=scaled(60))
-        assert result.returncode == 0, (result.stderr.decode(), open(runtime_log(os.path.dirname(script))).read())
-        return container_id
-
-    yield run
-    for container_id in created:
-        delete_container(container_id)
-
-
-def mem_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return [line for line in f.read().splitlines() if line.strip()]
-
-
-def wait_lines(path: str, count: int, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + scaled(timeout)
-    while len(lines := mem_lines(path)) < count:
-        assert time.monotonic() < deadline, f"{len(lines)} lines of {count} in {timeout} s: {lines[-5:]}"
-        time.sleep(0.05)
-    return lines
-
-
-def totals(lines: list[str]) -> set[str]:
-    """busybox free's total column of every "Mem:" line, and any error line whole."""
-    return {line.split()[1] if line.startswith("Mem:") else line for line in lines}
-
-
-def test_sysinfo_is_answered_across_a_sigkill_with_the_fd_store(runc_host, tmp_path, notify_socket, containers):
+def test_sysinfo_is_answered_across_a_sigkill_with_the_fd_store(runc_host, tmp_path, notify_socket, runc_containers):
     directory = str(tmp_path)
     mountpoint = os.path.join(directory, "mnt")
     env = {"CGROUPFS_SYSINFO_SOCKET": sysinfo_socket(mountpoint)}
@@ -89,10 +38,10 @@ def test_sysinfo_is_answered_across_a_sigkill_with_the_fd_store(runc_host, tmp_p
         script = write_runtime_script(directory, mountpoint, "runc")
         bundle = make_bundle(os.path.join(directory, "bundle"), ["sh", "-c", FREE_LOOP], memory_limit=64 * MIB)
         log = os.path.join(directory, "free.log")
-        container = containers(script, bundle, log)
+        container = runc_containers(script, bundle, log)
         profile = seccomp_profile(bundle)
         assert profile is not None and profile["listenerPath"] == env["CGROUPFS_SYSINFO_SOCKET"], profile
-        assert totals(wait_lines(log, 3)) == {str(LIMIT_KB)}
+        assert free_totals(wait_lines(log, 3)) == {str(LIMIT_KB)}
         listeners = [name for name in notify_socket.wait_stored(STORED, timeout=1)
                      if name.startswith("sysinfo-listener-")]
         assert len(listeners) == 1 and listeners[0].endswith(container.replace("-", "_")), listeners
@@ -101,14 +50,14 @@ def test_sysinfo_is_answered_across_a_sigkill_with_the_fd_store(runc_host, tmp_p
             victim = daemons[-1]
             victim.process.send_signal(signal.SIGKILL)
             victim.process.wait(timeout=10)
-            seen = len(mem_lines(log))
+            seen = len(lines_of(log))
             since = time.monotonic()
             successor = ServiceDaemon(directory, notify=notify_socket, env=env).start(handed=notify_socket.stored)
             daemons.append(successor)
             notify_socket.wait_for("READY=1", timeout=scaled(30), after=since)
             # The loop's calls wait for the successor, then go on with the container's numbers.
             lines = wait_lines(log, seen + 5)
-            assert totals(lines[seen:]) == {str(LIMIT_KB)}, lines[seen:]
+            assert free_totals(lines[seen:]) == {str(LIMIT_KB)}, lines[seen:]
             assert "answering sysinfo(2) again for 1 listeners handed over" in successor.log(), successor.log()
 
         # A process started after the restarts: runc sends its own listener to the successor.
@@ -125,7 +74,7 @@ def test_sysinfo_is_answered_across_a_sigkill_with_the_fd_store(runc_host, tmp_p
     finally:
         for daemon in daemons:
             daemon.cleanup()
-    assert totals(mem_lines(log)) == {str(LIMIT_KB)}, "every call answered, none failed"
+    assert free_totals(lines_of(log)) == {str(LIMIT_KB)}, "every call answered, none failed"
 
 
 # Calls sysinfo(2) for SECONDS through the syscall number, checks each answer's totalram,
@@ -145,7 +94,7 @@ print(calls, wrong, flush=True)
 
 
 def test_a_container_calling_sysinfo_in_a_tight_loop_does_not_starve_another(runc_host, daemons, tmp_path,
-                                                                              containers):
+                                                                              runc_containers):
     # Where write_runtime_script's wrapper looks for the socket of the daemon at d/mnt.
     daemon = daemons("d", env={"CGROUPFS_SYSINFO_SOCKET": sysinfo_socket(str(tmp_path / "d" / "mnt"))})
     daemon.wait_serving()
@@ -157,35 +106,35 @@ def test_a_container_calling_sysinfo_in_a_tight_loop_does_not_starve_another(run
     quiet = make_bundle(os.path.join(directory, "quiet"), ["sh", "-c", FREE_LOOP + "; head -1 /proc/meminfo"],
                         memory_limit=64 * MIB)
     quiet_log = os.path.join(directory, "quiet.log")
-    containers(script, quiet, quiet_log)
+    runc_containers(script, quiet, quiet_log)
     wait_lines(quiet_log, 2)
     busy_log = os.path.join(directory, "busy.log")
     started = time.monotonic()
-    containers(script, busy, busy_log)
-    before = len(mem_lines(quiet_log))
+    runc_containers(script, busy, busy_log)
+    before = len(lines_of(quiet_log))
     deadline = started + seconds + scaled(30)
-    while not mem_lines(busy_log):
+    while not lines_of(busy_log):
         assert time.monotonic() < deadline, daemon.log()
         time.sleep(0.1)
-    during = mem_lines(quiet_log)[before:]
-    calls, wrong = (int(value) for value in mem_lines(busy_log)[0].split())
+    during = lines_of(quiet_log)[before:]
+    calls, wrong = (int(value) for value in lines_of(busy_log)[0].split())
     print(f"\ntight loop: {calls} calls in {seconds:.1f} s, {wrong} wrong; the other container meanwhile: "
           f"{len(during)} answers")
     assert wrong == 0 and calls > 1000, (calls, wrong)
     # Served in turn: the quiet container's calls (every 0.1 s) kept being answered, with its own value.
-    assert len(during) >= 5 and totals(during) == {str(LIMIT_KB)}, during
+    assert len(during) >= 5 and free_totals(during) == {str(LIMIT_KB)}, during
 
 
-def test_no_daemon_at_create_the_container_starts_and_the_kernel_answers(runc_host, tmp_path, containers):
+def test_no_daemon_at_create_the_container_starts_and_the_kernel_answers(runc_host, tmp_path, runc_containers):
     directory = str(tmp_path)
     mountpoint = os.path.join(directory, "mnt")  # nobody mounts or listens here
     script = write_runtime_script(directory, mountpoint, "runc")
     bundle = make_bundle(os.path.join(directory, "bundle"), ["sh", "-c", FREE_LOOP], memory_limit=64 * MIB)
     log = os.path.join(directory, "free.log")
-    containers(script, bundle, log)
+    runc_containers(script, bundle, log)
     assert seccomp_profile(bundle) is None  # runc's own spec has no profile; none was added
     with open("/proc/meminfo", encoding="ascii") as f:
         host_total_kb = f.readline().split()[1]
-    assert totals(wait_lines(log, 2)) == {host_total_kb}
+    assert free_totals(wait_lines(log, 2)) == {host_total_kb}
     with open(runtime_log(directory), encoding="utf-8") as f:
         assert "does not answer" in f.read()

@@ -88,6 +88,7 @@ def test_the_units_choices(unit_text):
     assert one("NoNewPrivileges") == one("MemoryDenyWriteExecute") == "yes"
     assert one("RestrictNamespaces") == "mnt"
     assert one("RuntimeDirectory") == "cgroupfs"  # /run/cgroupfs/state.json
+    assert one("RuntimeDirectoryPreserve") == "restart"  # the sysinfo socket handed over stays bound there
     # Most of these would give the service a mount namespace of its own, and the FUSE
     # mount would be invisible to the host and to Docker; the unit says why for the rest.
     excluded = {"ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateMounts",
@@ -104,5 +105,6 @@ def test_a_crash_leaves_the_mount_for_the_successor(unit_text):
     restart that takes the live connection over from the fd store (daemon/handoff.py)."""
     settings = unit_settings(unit_text)
     assert "ExecStopPost" not in settings
-    assert int(settings["FileDescriptorStoreMax"][0]) >= 3  # the files, the views, the state
+    # the files, the views, the state, the sysinfo socket, a listener per container process tree
+    assert int(settings["FileDescriptorStoreMax"][0]) >= 4096
     assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # the upgrade: re-execute
