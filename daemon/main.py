@@ -198,7 +198,9 @@ class Daemon:
         try:
             responder.listen(handed_socket)
         except SysinfoError as exc:
-            raise StartupError(str(exc)) from None
+            # Like an unusable state file: the files are served anyway.  New containers
+            # find no socket, so the runtime wrapper leaves their sysinfo to the kernel.
+            log.error("%s; containers' sysinfo(2) is left to the kernel, serving continues", exc)
         responder.adopt(listeners)
         return responder
 
