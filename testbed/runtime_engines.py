@@ -25,13 +25,15 @@ from testbed.timing import scaled
 IMAGE = "localhost/cgroupfs-test-busybox:latest"
 
 
-def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc", wrapper: str | None = None) -> str:
+def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc", wrapper: str | None = None,
+                         sysinfo_socket_path: str | None = None) -> str:
     """An executable that runs this checkout's `cgroupfs-runtime` with a test daemon's settings.
 
     The engines' runtime processes do not all inherit the test's environment, so the
-    settings go in the script: the test daemon's mount point and state file (as
-    testbed.daemon_process sets them), and no settings file.  `wrapper`: which
-    cgroupfs-runtime (default: this virtualenv's)."""
+    settings go in the script: the test daemon's mount point, state file and sysinfo
+    socket (as testbed.daemon_process sets them), and no settings file.  `wrapper`:
+    which cgroupfs-runtime (default: this virtualenv's); `sysinfo_socket_path`: the
+    sysinfo socket the wrapper names instead of the daemon's."""
     path = os.path.join(directory, f"cgroupfs-runtime-{runtime}")
     # The virtualenv's (beside its python), else the one on PATH (the v2 lane's guest).
     wrapper = wrapper or shutil.which("cgroupfs-runtime", path=os.path.dirname(sys.executable)) or shutil.which(
@@ -39,6 +41,7 @@ def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc",
     if wrapper is None:
         raise EngineUnavailable("cgroupfs-runtime is not installed (pip install -e .)")
     state_file = mountpoint.rstrip("/") + ".state.json"
+    sysinfo = sysinfo_socket_path or sysinfo_socket(mountpoint)
     # The wait for the mount: these tests are about what the first instruction reads, not
     # about the bound (100 ms by default), which a loaded host (here, load 10 on 2 cpus:
     # 1 of 60 creates) and the emulated v2 lane can miss; a dead or absent mount still fails
@@ -46,7 +49,7 @@ def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc",
     with open(path, "w") as f:
         f.write("#!/bin/sh\n"
                 f"export CGROUPFS_CONFIG={mountpoint.rstrip('/')}.no-config CGROUPFS_MOUNTPOINT={mountpoint} "
-                f"CGROUPFS_STATE_FILE={state_file} CGROUPFS_SYSINFO_SOCKET={sysinfo_socket(mountpoint)} "
+                f"CGROUPFS_STATE_FILE={state_file} CGROUPFS_SYSINFO_SOCKET={sysinfo} "
                 f"CGROUPFS_RUNTIME={runtime} "
                 f"CGROUPFS_RUNTIME_WAIT_MS={scaled(2000):g}\n"
                 f'exec {wrapper} "$@" 2>>{runtime_log(directory)}\n')

@@ -1,8 +1,8 @@
 """`cgroupfs-runtime` under podman and containerd, and the heal of every engine's containers.
 
-Each engine is started privately (tests/../testbed/runtime_engines.py) and removed
-afterwards.  Host-only: the v2 lane's VM has Docker but neither podman nor a second
-containerd set-up (see the README's test section).
+Each engine is started privately (testbed/runtime_engines.py, through conftest.py's
+fixtures) and removed afterwards.  Host-only: the v2 lane's VM has Docker but neither
+podman nor a second containerd set-up (see the README's test section).
 """
 
 from __future__ import annotations
@@ -10,68 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
 from cgroupfs_daemon.engine_setup import setup as engine_setup
-from testbed.daemon_process import DaemonProcess
 from testbed.docker_engine import IMAGE as DOCKER_IMAGE
-from testbed.docker_engine import EngineUnavailable
-from testbed.runtime_engines import IMAGE, Containerd, Podman, write_runtime_script
+from testbed.runtime_engines import IMAGE, write_runtime_script
 from testbed.timing import scaled, wait_for
 from tests.conftest import require
 from tests.docker.engine import running_engine
 
 MEMTOTAL = ["awk", "/^MemTotal:/{print $2}", "/proc/meminfo"]
 LIMIT = str(15 * 1024 * 1024)
-
-
-@pytest.fixture(scope="module")
-def base():
-    require(os.geteuid() == 0, "the engines need root")
-    directory = tempfile.mkdtemp(prefix="cgfs-rte-", dir="/tmp")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def daemon(base):
-    """A daemon that knows no engine (--no-docker)."""
-    process = DaemonProcess(os.path.join(base, "mnt"), log_path=os.path.join(base, "d.log"))
-    try:
-        process.start()
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
-def podman():
-    require(shutil.which("podman") is not None, "podman is not installed (Debian package podman)")
-    engine = Podman()
-    try:
-        try:
-            engine.start()
-        except (EngineUnavailable, AssertionError) as exc:
-            require(False, f"cannot use a private podman: {exc}")
-        yield engine
-    finally:
-        engine.cleanup()
-
-
-@pytest.fixture(scope="module")
-def containerd():
-    require(shutil.which("containerd") is not None, "containerd is not installed (Debian package containerd)")
-    engine = Containerd()
-    try:
-        try:
-            engine.start()
-        except (EngineUnavailable, AssertionError) as exc:
-            require(False, f"cannot start a private containerd: {exc}")
-        yield engine
-    finally:
-        engine.cleanup()
 
 
 def test_podman_first_instruction(base, daemon, podman):
