@@ -158,19 +158,20 @@ def write_atomically(path: str, spec: dict) -> None:
 
 
 def intercept_sysinfo(spec: dict, runtime: str, global_flags: dict[str, str], environ=os.environ) -> dict:
-    """`spec` with sysinfo(2) sent to the daemon (runtime_seccomp.py), or `spec` itself when
-    the daemon does not take it (sysinfo off, its socket not answering: silently, the
-    daemon says why in its log) or the profile or the runtime cannot (one log line)."""
+    """`spec` with sysinfo(2) sent to the daemon (runtime_seccomp.py), or `spec` itself,
+    with one log line saying why, when the daemon's socket does not answer or the
+    profile or the runtime cannot (silently when the settings turn sysinfo off)."""
     from cgroupfs_daemon.runtime_seccomp import NotIntercepted, intercepted, runtime_notifies, socket_answers
     from cgroupfs_daemon.runtime_wrapper import log_line
 
     if (setting(NO_SYSINFO_SETTING, environ) or "").strip().lower() in ("yes", "true", "1", "on"):
         return spec
     socket_path = os.path.abspath(setting(SYSINFO_SETTING, environ) or default_sysinfo_socket(environ))
-    if not socket_answers(socket_path):
-        return spec
     state_directory = os.path.dirname(default_state_path(environ))
     try:
+        if not socket_answers(socket_path):
+            raise NotIntercepted(f"the daemon's socket {socket_path} does not answer (--no-sysinfo? then set "
+                                 f"{NO_SYSINFO_SETTING}=yes for the wrapper too)")
         if not runtime_notifies(runtime, os.path.join(state_directory, "runtime-features.json")):
             raise NotIntercepted(f"the runtime {runtime} cannot send a seccomp listener (runc >= 1.1 or crun can)")
         return intercepted(spec, socket_path)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from testbed.runtime_engines import IMAGE, write_runtime_script
+from testbed.runtime_engines import IMAGE, runtime_log, write_runtime_script
 
 LIMIT_BYTES = 64 * 1024 * 1024
 MEMTOTAL = ["awk", "/^MemTotal:/{print $2}", "/proc/meminfo"]
@@ -88,3 +88,5 @@ def test_podman_without_the_sysinfo_socket_gets_the_kernels_answer(base, daemon,
     # sysinfo's totalram is the kernel's MemTotal; the margin covers a balloon between the two reads.
     assert abs(free_total_kib(shown.stdout) - host) <= host // 1000, shown.stdout
     assert shown.stdout.split()[-1] == str(LIMIT_BYTES // 1024)
+    with open(runtime_log(directory), encoding="utf-8") as f:
+        assert "sysinfo(2) left to the kernel in this container: the daemon's socket" in f.read()
