@@ -291,7 +291,9 @@ class SysinfoResponder:
         connection = self._connections[fd]
         space = socket.CMSG_SPACE(16 * array.array("i").itemsize)
         try:
-            data, ancillary, _flags, _ = connection.sock.recvmsg(65536, space)
+            # Close-on-exec: no process the daemon starts (the namespace helper) may hold a
+            # listener; a re-exec hands them over explicitly.
+            data, ancillary, _flags, _ = connection.sock.recvmsg(65536, space, socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

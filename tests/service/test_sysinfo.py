@@ -26,7 +26,12 @@ LIMIT_KB = 64 * 1024
 STORED = {"state", "fuse-cgroupfs", "fuse-cgroupfs-views", "sysinfo-socket"}
 
 
-def test_sysinfo_is_answered_across_a_sigkill_with_the_fd_store(runc_host, tmp_path, notify_socket, runc_containers):
+def whole_log(daemon: ServiceDaemon) -> str:
+    with open(daemon.log_path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def test_sysinfo_is_answered_across_sigkills_and_a_reload(runc_host, tmp_path, notify_socket, runc_containers):
     directory = str(tmp_path)
     mountpoint = os.path.join(directory, "mnt")
     env = {"CGROUPFS_SYSINFO_SOCKET": sysinfo_socket(mountpoint)}
@@ -59,6 +64,18 @@ def test_sysinfo_is_answered_across_a_sigkill_with_the_fd_store(runc_host, tmp_p
             lines = wait_lines(log, seen + 5)
             assert free_totals(lines[seen:]) == {str(LIMIT_KB)}, lines[seen:]
             assert "answering sysinfo(2) again for 1 listeners handed over" in successor.log(), successor.log()
+
+        # An upgrade (SIGHUP: re-executed with every descriptor) keeps answering too.
+        seen = len(lines_of(log))
+        handed_over = "answering sysinfo(2) again for 1 listeners handed over"
+        before = whole_log(daemons[-1]).count(handed_over)  # (one log for every instance)
+        os.kill(daemons[-1].pid, signal.SIGHUP)
+        deadline = time.monotonic() + scaled(30)
+        while whole_log(daemons[-1]).count(handed_over) <= before:
+            assert time.monotonic() < deadline and daemons[-1].process.poll() is None, daemons[-1].log()
+            time.sleep(0.05)
+        lines = wait_lines(log, seen + 5)
+        assert free_totals(lines[seen:]) == {str(LIMIT_KB)}, lines[seen:]
 
         # A process started after the restarts: runc sends its own listener to the successor.
         result = subprocess.run(["runc", "exec", container, "free"], capture_output=True, text=True,
