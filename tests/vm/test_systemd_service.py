@@ -29,8 +29,10 @@ from pathlib import Path
 
 import pytest
 
+from testbed.oci_bundle import make_bundle
 from testbed.timing import scaled, wait_for
 from tests.conftest import require
+from tests.service.harness import FREE_LOOP, free_totals, lines_of, wait_lines
 from tests.service.test_handoff import READER, kernel_resends
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +48,7 @@ MOUNTED_AFRESH = "aborting the connection, mounting afresh"
 SERVING = f"serving {MOUNTPOINT} "
 WEDGE_FILE = "/run/cgroupfs-vm-wedge"
 DOCKER_SAW = "/run/cgroupfs-vm-docker-saw"
-STORED = 3  # the files' connection, the views', the state memfd
+STORED = 4  # the files' connection, the views', the state memfd, the sysinfo socket
 
 
 def systemctl(*args: str) -> str:
@@ -308,6 +310,43 @@ def test_watchdog_restarts_a_wedged_loop(fresh_limits):
         # No restart here (a start costs 10-45 s under emulation): the next test stops
         # the service, and its start runs the unit without the wedge.
         systemctl("daemon-reload")
+
+
+def test_sysinfo_answers_across_a_sigkill_a_reload_and_a_restart(fresh_limits, tmp_path):
+    """A container created by the installed cgroupfs-runtime calls sysinfo(2) ten times a
+    second; its listener lives in systemd's own fd store, through a SIGKILL, an upgrade
+    and a `systemctl restart` (the store is kept while a start job is queued)."""
+    require(shutil.which("runc") is not None, "runc is not installed")
+    wait_active()
+    bundle = make_bundle(str(tmp_path / "bundle"), ["sh", "-c", FREE_LOOP], memory_limit=64 << 20)
+    log = str(tmp_path / "free.log")
+    container = f"cgfs-vm-sysinfo-{os.getpid()}"
+    with open(log, "ab") as out:
+        created = subprocess.run(["/usr/local/bin/cgroupfs-runtime", "run", "--detach", "--bundle", bundle,
+                                  container], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+                                 timeout=scaled(60))
+    try:
+        assert created.returncode == 0, created.stderr.decode()
+        assert free_totals(wait_lines(log, 3, timeout=60)) == {"65536"}, journal_text()
+        assert int(show("NFileDescriptorStore")) == STORED + 1  # and the container's listener
+        for action in ("kill", "reload", "restart"):
+            pid = wait_active()
+            seen = len(lines_of(log))
+            since = time.time()
+            if action == "kill":
+                os.kill(int(pid), signal.SIGKILL)
+                wait_active(not_pid=pid)
+            else:
+                systemctl(action, UNIT)
+                wait_active(not_pid=pid if action == "restart" else None)
+            logged("answering sysinfo(2) again for 1 listeners handed over", since)
+            lines = wait_lines(log, seen + 5, timeout=60)
+            assert free_totals(lines[seen:]) == {"65536"}, (action, lines[seen:], journal_text(since))
+    finally:
+        subprocess.run(["runc", "delete", "--force", container], capture_output=True, timeout=scaled(60))
+    # Its processes gone, the listener hangs up: systemd drops it from the store (POLLHUP).
+    wait_for(lambda: int(show("NFileDescriptorStore")) == STORED, scaled(30), interval=0.5,
+             what="the listener dropped from the fd store")
 
 
 def test_stop_unmounts_and_the_next_start_mounts_afresh(fresh_limits):
