@@ -321,12 +321,13 @@ def test_sysinfo_answers_across_a_sigkill_a_reload_and_a_restart(fresh_limits, t
     bundle = make_bundle(str(tmp_path / "bundle"), ["sh", "-c", FREE_LOOP], memory_limit=64 << 20)
     log = str(tmp_path / "free.log")
     container = f"cgfs-vm-sysinfo-{os.getpid()}"
-    with open(log, "ab") as out:
+    errors = tmp_path / "runtime.err"
+    # Files, not pipes: a detached container keeps runc's stdio (a pipe would never end).
+    with open(log, "ab") as out, open(errors, "ab") as err:
         created = subprocess.run(["/usr/local/bin/cgroupfs-runtime", "run", "--detach", "--bundle", bundle,
-                                  container], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
-                                 timeout=scaled(60))
+                                  container], stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=scaled(60))
     try:
-        assert created.returncode == 0, created.stderr.decode()
+        assert created.returncode == 0, errors.read_text()
         assert free_totals(wait_lines(log, 3, timeout=60)) == {"65536"}, journal_text()
         assert int(show("NFileDescriptorStore")) == STORED + 1  # and the container's listener
         for action in ("kill", "reload", "restart"):
