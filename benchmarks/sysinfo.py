@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from benchmarks.neighbour import percentile
 from benchmarks.readers import machine_busy_seconds
 from benchmarks.servers import process_cpu_seconds
+from benchmarks.sysinfo_variant import VARIANTS, VARIANT_SETTING
 from testbed.daemon_process import DaemonProcess
 from testbed.docker_engine import busybox_rootfs_tar
 from testbed.metrics import free_port, samples, scrape
@@ -163,15 +164,49 @@ class Loop:
         return json.loads(out.splitlines()[-1])
 
 
+@dataclass
+class Answerer:
+    """A daemon that answers sysinfo, and the `cgroupfs-runtime` script that sends it containers."""
+
+    row: str
+    daemon: DaemonProcess
+    wrapper: str
+
+
 class Bench:
-    def __init__(self, base: str, daemon: DaemonProcess, wrapper: str):
+    def __init__(self, base: str):
         self.base = base
-        self.daemon = daemon
-        self.wrapper = wrapper
+        self.answerers: list[Answerer] = []
         self.runc_root = os.path.join(base, "runc")
         self.rootfs = os.path.join(base, "rootfs")
         self.containers: list[str] = []
         self.loops: list[Loop] = []
+
+    def add_answerer(self, variant: str | None, *flags: str) -> Answerer:
+        """Start a daemon (shipped, or a variant of benchmarks.sysinfo_variant) of its own."""
+        name = variant or "shipped"
+        directory = os.path.join(self.base, name)
+        os.mkdir(directory)
+        mountpoint = os.path.join(directory, "mnt")
+        extra: dict = ({} if variant is None else
+                       {"module": "benchmarks.sysinfo_variant", "env": {VARIANT_SETTING: variant}})
+        daemon = DaemonProcess(mountpoint, *flags, log_path=os.path.join(directory, "daemon.log"), **extra)
+        answerer = Answerer(INTERCEPTED if variant is None else f"{INTERCEPTED}, variant `{variant}`", daemon,
+                            write_runtime_script(directory, mountpoint))
+        self.answerers.append(answerer)
+        daemon.start()
+        return answerer
+
+    def logs(self) -> str:
+        """The daemons' and the wrappers' logs, for a failure report."""
+        text = []
+        for answerer in self.answerers:
+            text.append(f"daemon of {answerer.row}:\n{answerer.daemon.log()}")
+            path = runtime_log(os.path.dirname(answerer.wrapper))
+            if os.path.exists(path):
+                with open(path) as f:
+                    text.append(f"its cgroupfs-runtime:\n{f.read()[-3000:]}")
+        return "\n".join(text)
 
     def build_rootfs(self) -> None:
         with tarfile.open(fileobj=io.BytesIO(busybox_rootfs_tar())) as tar:
@@ -203,11 +238,13 @@ class Bench:
             json.dump(spec, f)
         return bundle
 
-    def start(self, label: str, intercepted: bool, args: list[str]) -> Loop:
+    def start(self, label: str, answerer: Answerer | None, args: list[str]) -> Loop:
+        """A container running the loop program with `args`: through `answerer`'s
+        cgroupfs-runtime, or plain runc (None)."""
         container = f"sibench-{os.getpid()}-{len(self.containers)}-{label}"
         bundle = self.bundle(container, args)
         self.containers.append(container)
-        runtime = self.wrapper if intercepted else "runc"
+        runtime = answerer.wrapper if answerer is not None else "runc"
         return self._loop([runtime, "--root", self.runc_root, "run", "--bundle", bundle, container])
 
     def start_native(self, args: list[str]) -> Loop:
@@ -218,11 +255,16 @@ class Bench:
         self.loops.append(loop)
         return loop
 
-    def measure(self, loop: Loop) -> Window:
-        daemon0, busy0, wall0 = process_cpu_seconds(self.daemon.pid), machine_busy_seconds(), time.monotonic()
+    def measure(self, loop: Loop, daemon: DaemonProcess, looper: Loop | None = None) -> Window:
+        """Run `loop` (with `looper` in its tight loop meanwhile), `daemon`'s CPU counted."""
+        daemon0, busy0, wall0 = process_cpu_seconds(daemon.pid), machine_busy_seconds(), time.monotonic()
+        if looper is not None:
+            looper.go()
         loop.go()
         result = loop.result()
-        return Window(result, process_cpu_seconds(self.daemon.pid) - daemon0, machine_busy_seconds() - busy0,
+        if looper is not None:
+            result["a"] = looper.result(stop=True)
+        return Window(result, process_cpu_seconds(daemon.pid) - daemon0, machine_busy_seconds() - busy0,
                       time.monotonic() - wall0)
 
     def clean_up(self) -> None:
@@ -235,36 +277,34 @@ class Bench:
             if loop.process.poll() is None:
                 loop.process.kill()
                 loop.process.wait()
+        for answerer in self.answerers:
+            answerer.daemon.stop()
 
 
 def interception(bench: Bench, calls: int, rounds: int) -> dict[str, list[Window]]:
     args = ["measure", str(calls // rounds), "sysinfo,getppid"]
-    windows: dict[str, list[Window]] = {"host (no container)": [], "plain runc": [], INTERCEPTED: []}
+    shipped = bench.answerers[0]
+    windows: dict[str, list[Window]] = {"host (no container)": [], "plain runc": []}
+    windows.update({answerer.row: [] for answerer in bench.answerers})
     for round_number in range(rounds):
         print(f"interception, round {round_number + 1}/{rounds} ...", file=sys.stderr, flush=True)
-        windows["host (no container)"].append(bench.measure(bench.start_native(args)))
-        windows["plain runc"].append(bench.measure(bench.start("plain", False, args)))
-        windows[INTERCEPTED].append(bench.measure(bench.start("icpt", True, args)))
+        windows["host (no container)"].append(bench.measure(bench.start_native(args), shipped.daemon))
+        windows["plain runc"].append(bench.measure(bench.start("plain", None, args), shipped.daemon))
+        for answerer in bench.answerers:
+            windows[answerer.row].append(bench.measure(bench.start("icpt", answerer, args), answerer.daemon))
     return windows
 
 
 def tight_loop(bench: Bench, calls: int, rounds: int) -> dict[str, list[Window]]:
+    """B measures alone, then beside A, both through the shipped daemon."""
     args = ["measure", str(calls // rounds), "sysinfo,getppid,meminfo"]
+    shipped = bench.answerers[0]
     windows: dict[str, list[Window]] = {"B alone": [], "B, A in a tight loop": []}
     for round_number in range(rounds):
         print(f"tight loop, round {round_number + 1}/{rounds} ...", file=sys.stderr, flush=True)
-        windows["B alone"].append(bench.measure(bench.start("b", True, args)))
-        looper = bench.start("a", True, ["loop"])
-        b = bench.start("b", True, args)
-        daemon0, busy0, wall0 = process_cpu_seconds(bench.daemon.pid), machine_busy_seconds(), time.monotonic()
-        looper.go()
-        b.go()
-        b_result = b.result()
-        a_result = looper.result(stop=True)
-        window = Window(b_result, process_cpu_seconds(bench.daemon.pid) - daemon0, machine_busy_seconds() - busy0,
-                        time.monotonic() - wall0)
-        window.result["a"] = a_result
-        windows["B, A in a tight loop"].append(window)
+        windows["B alone"].append(bench.measure(bench.start("b", shipped, args), shipped.daemon))
+        looper = bench.start("a", shipped, ["loop"])
+        windows["B, A in a tight loop"].append(bench.measure(bench.start("b", shipped, args), shipped.daemon, looper))
     return windows
 
 
@@ -315,24 +355,30 @@ def interception_table(first: dict[str, list[Window]]) -> dict:
 
 
 def daemon_cost(first: dict[str, list[Window]], host_load: dict[str, float], metrics: dict[str, float]) -> dict:
-    intercepted = first[INTERCEPTED]
-    calls = sum(len(window.result["latencies_ns"]["sysinfo"]) + 1 for window in intercepted)  # + its warm-up
-    cpu_s = sum(window.daemon_cpu_s for window in intercepted)
-    seconds = sum(window.seconds for window in intercepted)
+    """The daemons' CPU per 1000 calls, the shipped one's metrics, and the target."""
     idle_ms_per_s = (host_load["daemon_idle_before"] + host_load["daemon_idle_after"]) / 2
-    per_1000_ms = cpu_s / calls * 1e6
-    print(f"\nDaemon CPU: {per_1000_ms:.1f} ms per 1000 intercepted calls ({cpu_s:.2f} s over {calls:,} calls in "
-          f"{seconds:.1f} s); idle, it uses {idle_ms_per_s:.1f} ms/s "
-          f"(= {idle_ms_per_s * seconds / calls * 1000:.2f} ms per 1000 calls' time).")
+    print()
+    cost: dict = {"daemon_idle_ms_per_s": idle_ms_per_s, "metrics": metrics, "daemon_cpu_ms_per_1000_calls": {}}
+    for row, windows in first.items():
+        if not row.startswith(INTERCEPTED):
+            continue
+        calls = sum(len(window.result["latencies_ns"]["sysinfo"]) + 1 for window in windows)  # + its warm-up
+        cpu_s = sum(window.daemon_cpu_s for window in windows)
+        seconds = sum(window.seconds for window in windows)
+        per_1000_ms = cpu_s / calls * 1e6
+        cost["daemon_cpu_ms_per_1000_calls"][row] = per_1000_ms
+        print(f"Daemon CPU {row}: {per_1000_ms:.1f} ms per 1000 calls ({cpu_s:.2f} s over {calls:,} calls in "
+              f"{seconds:.1f} s).")
+    print(f"Idle, the daemon uses {idle_ms_per_s:.1f} ms/s.")
     mean_us = metrics["answer_s"] / metrics["answer_count"] * 1e6 if metrics["answer_count"] else 0.0
-    print(f"Daemon metrics over the whole run: cgroupfs_sysinfo_calls_total answered {metrics['answered']:,.0f}, "
-          f"kernel {metrics['kernel']:,.0f}, gone {metrics['gone']:,.0f}; mean time from taking a call to "
-          f"answering it {mean_us:.1f} µs.")
-    p99 = summary(intercepted, "sysinfo")["p99_us"]
+    cost["mean_answer_us"] = mean_us
+    print(f"The daemon's metrics over the whole run: cgroupfs_sysinfo_calls_total answered "
+          f"{metrics['answered']:,.0f}, kernel {metrics['kernel']:,.0f}, gone {metrics['gone']:,.0f}; mean time "
+          f"from taking a call to answering it {mean_us:.1f} µs.")
+    p99 = summary(first[INTERCEPTED], "sysinfo")["p99_us"]
     verdict = "met" if p99 <= TARGET_P99_US else f"missed by {p99 - TARGET_P99_US:.0f} µs"
-    print(f"Target p99 ≤ {TARGET_P99_US} µs through cgroupfs-runtime: {p99:.0f} µs, {verdict}.")
-    return {"daemon_cpu_ms_per_1000_calls": per_1000_ms, "daemon_idle_ms_per_s": idle_ms_per_s,
-            "mean_answer_us": mean_us, "metrics": metrics}
+    print(f"Target p99 ≤ {TARGET_P99_US} µs {INTERCEPTED}: {p99:.0f} µs, {verdict}.")
+    return cost
 
 
 def tight_loop_table(second: dict[str, list[Window]]) -> dict:
@@ -374,38 +420,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sysinfo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20000, help="sysinfo calls per case, over all rounds")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
+    parser.add_argument("--variants", default="", metavar="V[,V]",
+                        help=f"also through daemons changed as benchmarks.sysinfo_variant says: {', '.join(VARIANTS)}")
     parser.add_argument("--json", metavar="PATH", default=None)
     args = parser.parse_args(argv)
+    args.variants = [variant.strip() for variant in args.variants.split(",") if variant.strip()]
+    unknown = [variant for variant in args.variants if variant not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     if os.geteuid() != 0 or not os.path.exists(PYTHON) or shutil.which("runc") is None:
         print(f"benchmarks.sysinfo: run as root, with runc and {PYTHON} installed", file=sys.stderr)
         return 2
     host_load = {"average_before": os.getloadavg()[0]}
-    base = tempfile.mkdtemp(prefix="sibench-", dir="/tmp")  # short: the sysinfo socket's path
-    mountpoint = os.path.join(base, "mnt")
-    os.mkdir(mountpoint)
+    base = tempfile.mkdtemp(prefix="sibench-", dir="/tmp")  # short: the sysinfo sockets' paths
     port = free_port()
-    daemon = DaemonProcess(mountpoint, "--metrics-address", f"127.0.0.1:{port}",
-                           log_path=os.path.join(base, "daemon.log"))
-    bench = Bench(base, daemon, write_runtime_script(base, mountpoint))
+    bench = Bench(base)
     try:
         bench.build_rootfs()
-        daemon.start()
-        host_load["busy_before"], host_load["daemon_idle_before"] = quiet_sample(daemon.pid)
+        shipped = bench.add_answerer(None, "--metrics-address", f"127.0.0.1:{port}")
+        for variant in args.variants:
+            bench.add_answerer(variant)
+        host_load["busy_before"], host_load["daemon_idle_before"] = quiet_sample(shipped.daemon.pid)
         metrics_before = daemon_sysinfo_metrics(port)
         first = interception(bench, args.calls, args.rounds)
         second = tight_loop(bench, args.calls, args.rounds)
         metrics_after = daemon_sysinfo_metrics(port)
-        host_load["busy_after"], host_load["daemon_idle_after"] = quiet_sample(daemon.pid)
+        host_load["busy_after"], host_load["daemon_idle_after"] = quiet_sample(shipped.daemon.pid)
         host_load["average_after"] = os.getloadavg()[0]
     except Exception:
-        print(f"daemon log:\n{daemon.log()}", file=sys.stderr)
-        if os.path.exists(runtime_log(base)):
-            with open(runtime_log(base)) as f:
-                print(f"cgroupfs-runtime log:\n{f.read()[-3000:]}", file=sys.stderr)
+        print(bench.logs(), file=sys.stderr)
         raise
     finally:
         bench.clean_up()
-        daemon.stop()
         shutil.rmtree(base, ignore_errors=True)
     metrics = {key: metrics_after[key] - metrics_before[key] for key in metrics_after}
     results = report(first, second, metrics, argv if argv is not None else sys.argv[1:], host_load)
