@@ -1,8 +1,8 @@
 """What answering sysinfo(2) costs a container, and whether a tight loop starves a neighbour.
 
-    python -m benchmarks.sysinfo [--calls 20000] [--rounds 4]
+    python -m benchmarks.sysinfo [--calls 20000] [--rounds 4] [--variants struct-cache,constant]
 
-One daemon, one runc bundle shape (busybox root, 256 MiB memory limit, the host's
+A daemon, one runc bundle shape (busybox root, 256 MiB memory limit, the host's
 /usr and its libraries bound read-only so that the host's python3 runs in it), and
 a measuring loop that times each call with perf_counter_ns through ctypes:
 sysinfo(2) (glibc's wrapper, a direct system call) and, in the same loop, getppid(2),
@@ -14,7 +14,9 @@ and exit.  Nothing is subtracted.
    seccomp filter traps sysinfo and the daemon answers), interleaved over --rounds
    rounds of --calls / --rounds calls each.  The daemon's CPU (utime + stime of the
    process, /proc/PID/stat) over the intercepted loops, per 1000 calls; and its idle
-   cost, over 2 s before and after in which nothing runs.
+   cost, over 2 s before and after in which nothing runs.  With --variants, the
+   same containers through daemons of their own whose answer is cheaper
+   (benchmarks/sysinfo_variant.py), in the same rounds.
 2. Tight loop: container B (intercepted) measures sysinfo and a read of its
    /proc/meminfo (a FUSE read from the daemon), alone and while container A
    (intercepted) calls sysinfo in a tight loop; interleaved over the same rounds.
