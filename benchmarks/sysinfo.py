@@ -293,7 +293,12 @@ def interception(bench: Bench, calls: int, rounds: int) -> dict[str, list[Window
         windows["host (no container)"].append(bench.measure(bench.start_native(args), shipped.daemon))
         windows["plain runc"].append(bench.measure(bench.start("plain", None, args), shipped.daemon))
         for answerer in bench.answerers:
-            windows[answerer.row].append(bench.measure(bench.start("icpt", answerer, args), answerer.daemon))
+            window = bench.measure(bench.start("icpt", answerer, args), answerer.daemon)
+            if window.result["total_ram_bytes"] != MEMORY_LIMIT_BYTES:
+                # The wrapper left the bundle alone (its log says why): the kernel answered.
+                raise RuntimeError(f"{answerer.row}: sysinfo was not trapped (total RAM "
+                                   f"{window.result['total_ram_bytes']:,}, not the limit)")
+            windows[answerer.row].append(window)
     return windows
 
 
