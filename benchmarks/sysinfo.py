@@ -99,7 +99,7 @@ else:
             note(clock() - started)
             if returned < 0:
                 failed[name] += 1
-    total, = struct.unpack_from("@L", buf, 32)
+    total, = struct.unpack_from("@L", buf, 32)  # totalram, mem_unit: cgroupfs/sysinfo.py's LAYOUT
     unit, = struct.unpack_from("@I", buf, 104)
     result = {"latencies_ns": latencies, "failed": failed, "total_ram_bytes": total * unit}
 result.update(cpu_s=cpu() - cpu0, seconds=time.monotonic() - wall0)
