@@ -1,6 +1,6 @@
 """What answering sysinfo(2) costs a container, and whether a tight loop starves a neighbour.
 
-    python -m benchmarks.sysinfo [--calls 20000] [--rounds 4] [--variants struct-cache,constant]
+    python -m benchmarks.sysinfo [--calls 20000] [--rounds 4] [--variants uncached,constant]
 
 A daemon, one runc bundle shape (busybox root, 256 MiB memory limit, the host's
 /usr and its libraries bound read-only so that the host's python3 runs in it), and

@@ -4,16 +4,14 @@
 
 (the arguments are `cgroupfs daemon`'s; the variant is in the environment because
 testbed.daemon_process starts `python -m MODULE daemon ...`).  VARIANT is one of:
-- `struct-cache`: the struct kept per (cgroup, pid namespace) for the render cache's
-  interval (100 ms), reused while the cgroup's memory limit files read the same: per
-  call one pid -> cgroup lookup (cached), one limits check and one readlink, instead
-  of the three cached texts the daemon takes now (each with its own lookup, limits
-  check and cache key);
+- `uncached`: the struct built for every call from the three cached texts (meminfo,
+  uptime, loadavg: each its own pid -> cgroup lookup, limits check and cache key), as
+  the first version did, instead of kept per (listener, cgroup) for the interval;
 - `constant`: one struct for every caller, computed once: the cost of the
   notification round trip itself in Python (take the call, open /proc/PID/mem,
   check the id, write, answer).
 
-Only this process's SysinfoResponder.sysinfo_for changes; everything else is
+Only this process's SysinfoResponder._packed_for changes; everything else is
 `cgroupfs daemon`.
 """
 
@@ -21,47 +19,31 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
-from cgroupfs.procs import pid_namespace
-from cgroupfs.sysinfo import Sysinfo
 from cgroupfs_daemon import cli
 from cgroupfs_daemon.sysinfo_responder import SysinfoResponder
 
-VARIANTS = ("struct-cache", "constant")
+VARIANTS = ("uncached", "constant")
 VARIANT_SETTING = "CGROUPFS_BENCH_SYSINFO_VARIANT"
-CACHE_INTERVAL_S = 0.1  # the daemon's default --cache-ttl-ms
 
 
-def struct_cache() -> None:
-    shipped = SysinfoResponder.sysinfo_for
-    cache: dict[tuple, tuple[tuple, float, Sysinfo]] = {}  # unbounded: a benchmark's few containers
+def uncached() -> None:
+    def packed_for(self: SysinfoResponder, listener: int, pid: int) -> bytes:
+        return self.sysinfo_for(pid).pack()
 
-    def sysinfo_for(self: SysinfoResponder, pid: int) -> Sysinfo:
-        now = time.monotonic()
-        paths = self.server.resolve(pid, now)
-        key = (paths.key(), pid_namespace(pid))
-        limits = self.server.limits_of("proc/meminfo", paths)
-        cached = cache.get(key)
-        if cached is not None and cached[0] == limits and now - cached[1] < CACHE_INTERVAL_S:
-            return cached[2]
-        values = shipped(self, pid)
-        cache[key] = (limits, now, values)
-        return values
-
-    SysinfoResponder.sysinfo_for = sysinfo_for  # type: ignore[method-assign]
+    SysinfoResponder._packed_for = packed_for  # type: ignore[method-assign]
 
 
 def constant() -> None:
-    shipped = SysinfoResponder.sysinfo_for
-    first: list[Sysinfo] = []
+    shipped = SysinfoResponder._packed_for
+    first: list[bytes] = []
 
-    def sysinfo_for(self: SysinfoResponder, pid: int) -> Sysinfo:
+    def packed_for(self: SysinfoResponder, listener: int, pid: int) -> bytes:
         if not first:
-            first.append(shipped(self, pid))
+            first.append(shipped(self, listener, pid))
         return first[0]
 
-    SysinfoResponder.sysinfo_for = sysinfo_for  # type: ignore[method-assign]
+    SysinfoResponder._packed_for = packed_for  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +51,7 @@ def main(argv: list[str]) -> int:
     if variant not in VARIANTS:
         print(f"{VARIANT_SETTING} must be one of {', '.join(VARIANTS)}, not {variant!r}", file=sys.stderr)
         return 2
-    {"struct-cache": struct_cache, "constant": constant}[variant]()
+    {"uncached": uncached, "constant": constant}[variant]()
     return cli.main(argv)
 
 
