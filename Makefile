@@ -16,7 +16,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) lxcfs
 
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: run lint test test-unit test-integration test-docker bench bench-neighbour bench-docker bench-restart bench-runtime deps-run deps-test deps-bench venv clean
+.PHONY: run lint test test-unit test-integration test-docker bench bench-neighbour bench-docker bench-restart bench-runtime bench-sysinfo deps-run deps-test deps-bench venv clean
 
 # Install the missing Debian packages among $(1); apt-get update only when something is missing.
 define apt_install
@@ -90,6 +90,11 @@ bench-restart: deps-test venv
 
 bench-runtime: deps-test venv
 	$(VENV)/bin/python -m benchmarks.runtime_wrapper $(ARGS)
+
+# sysinfo(2) in a runc container: plain, and answered by the daemon through cgroupfs-runtime
+# (p50/p99, the daemon's CPU per 1000 calls); and beside a container calling it in a tight loop.
+bench-sysinfo: deps-test venv
+	$(VENV)/bin/python -m benchmarks.sysinfo $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

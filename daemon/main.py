@@ -194,6 +194,7 @@ class Daemon:
                 os.close(fd)
             return None
         responder = SysinfoResponder(self.server, os.path.abspath(socket_path), self.stats,
+                                     cache_ttl_s=self.config.cache_ttl_s,
                                      keep=self.notifier.keep_descriptors, forget=self.notifier.forget_descriptors)
         try:
             responder.listen(handed_socket)

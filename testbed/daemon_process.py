@@ -37,8 +37,10 @@ def sysinfo_socket(mountpoint: str) -> str:
 
 
 class DaemonProcess:
-    def __init__(self, mountpoint: str, *extra: str, log_path: str | None = None, env: dict | None = None):
+    def __init__(self, mountpoint: str, *extra: str, log_path: str | None = None, env: dict | None = None,
+                 module: str = "cgroupfs_daemon.cli"):
         self.mountpoint = mountpoint
+        self.module = module  # what `python -m` runs: the CLI, or a benchmark's variant of it
         self.extra = list(extra)
         self.log_path = log_path or mountpoint.rstrip("/") + ".log"
         self.env = env
@@ -46,7 +48,7 @@ class DaemonProcess:
 
     def start(self, timeout: float = 20) -> DaemonProcess:
         timeout = scaled(timeout)
-        args = [sys.executable, "-m", "cgroupfs_daemon.cli", "daemon", "--mountpoint", self.mountpoint, *self.extra]
+        args = [sys.executable, "-m", self.module, "daemon", "--mountpoint", self.mountpoint, *self.extra]
         if not any(a.startswith("--docker-host") or a == "--no-docker" for a in self.extra):
             args.append("--no-docker")
         if not any(a.startswith("--metrics-address") or a == "--no-metrics" for a in self.extra):
