@@ -46,7 +46,13 @@ from cgroupfs_daemon.notify import Notifier
 from cgroupfs_daemon.runtime_containers import RuntimeContainers
 from cgroupfs_daemon.state import StateWriter
 from cgroupfs_daemon.stats import DaemonStats
-from cgroupfs_daemon.sysinfo_responder import LISTENER_PREFIX, SOCKET_NAME, SysinfoError, SysinfoResponder
+from cgroupfs_daemon.sysinfo_responder import (
+    IN_HAND_NAME,
+    LISTENER_PREFIX,
+    SOCKET_NAME,
+    SysinfoError,
+    SysinfoResponder,
+)
 from cgroupfs_daemon.views import Views
 
 log = logging.getLogger("cgroupfs")
@@ -185,12 +191,13 @@ class Daemon:
         """The sysinfo thread, serving the socket and the listeners handed over (taken
         from self.handed now: what is left there is closed once the mounts are up)."""
         handed_socket = self.handed.pop(SOCKET_NAME, None)
+        in_hand = self.handed.pop(IN_HAND_NAME, None)
         listeners = {name: self.handed.pop(name) for name in list(self.handed) if name.startswith(LISTENER_PREFIX)}
         if socket_path is None:
             if listeners:
                 log.warning("sysinfo(2) is off (--no-sysinfo): %d containers' listeners handed over are closed; "
                             "their sysinfo(2) now fails with ENOSYS until they restart", len(listeners))
-            for fd in [*listeners.values(), *([handed_socket] if handed_socket is not None else [])]:
+            for fd in [*listeners.values(), *(fd for fd in (handed_socket, in_hand) if fd is not None)]:
                 os.close(fd)
             return None
         responder = SysinfoResponder(self.server, os.path.abspath(socket_path), self.stats,
@@ -202,7 +209,7 @@ class Daemon:
             # Like an unusable state file: the files are served anyway.  New containers
             # find no socket, so the runtime wrapper leaves their sysinfo to the kernel.
             log.error("%s; containers' sysinfo(2) is left to the kernel, serving continues", exc)
-        responder.adopt(listeners)
+        responder.adopt(listeners, in_hand)
         return responder
 
     def add_component(self, component) -> None:

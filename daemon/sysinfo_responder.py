@@ -32,11 +32,13 @@ from __future__ import annotations
 import array
 import json
 import logging
+import mmap
 import os
 import secrets
 import select
 import socket
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +53,7 @@ from cgroupfs_daemon.stats import DaemonStats
 log = logging.getLogger("cgroupfs.sysinfo")
 
 SOCKET_NAME = "sysinfo-socket"
+IN_HAND_NAME = "sysinfo-in-hand"
 LISTENER_PREFIX = "sysinfo-listener-"
 # A runtime's message: the container's state, a few KiB (annotations included).
 MAX_MESSAGE_BYTES = 1 << 20
@@ -80,6 +83,42 @@ def listener_name(token: str, number: int, container: str) -> str:
 
 def container_of(name: str) -> str:
     return name.removeprefix(LISTENER_PREFIX).partition("-")[2]
+
+
+class InHand:
+    """The call being answered, in a shared memfd kept in the fd store beside the listeners.
+
+    A call taken with NOTIF_RECV is never offered again: if the daemon dies before it
+    answers, its caller waits forever (while the listener lives on in the store).  So
+    the call is written here, into a shared mapping (no system call), between taking
+    and answering it, and a successor answers it (README: a crash in the few
+    microseconds between the ioctl's return and this write still loses it).  One slot:
+    one thread answers one call at a time."""
+
+    # valid; notification id; pid; nr; arch; buffer address; listener name.
+    RECORD = struct.Struct("=B7xQIiIQ128s")
+
+    def __init__(self, fd: int | None = None):
+        self.fd = fd if fd is not None else os.memfd_create("cgroupfs-sysinfo-in-hand", os.MFD_CLOEXEC)
+        if os.fstat(self.fd).st_size < self.RECORD.size:
+            os.ftruncate(self.fd, self.RECORD.size)
+        self._map = mmap.mmap(self.fd, self.RECORD.size)
+
+    def hold(self, listener: str, notification: seccomp_notify.Notification) -> None:
+        self._map[:self.RECORD.size] = self.RECORD.pack(
+            1, notification.id, notification.pid, notification.nr, notification.arch, notification.args[0],
+            listener.encode()[:128])
+
+    def release(self) -> None:
+        self._map[0] = 0
+
+    def held(self) -> tuple[str, seccomp_notify.Notification] | None:
+        """(listener name, the call) a predecessor was answering when it died, if any."""
+        valid, id_, pid, nr, arch, address, name = self.RECORD.unpack(self._map[:self.RECORD.size])
+        if not valid:
+            return None
+        return (name.rstrip(b"\0").decode(errors="replace"),
+                seccomp_notify.Notification(id_, pid, nr, arch, (address, 0, 0, 0, 0, 0)))
 
 
 @dataclass
@@ -125,6 +164,7 @@ class SysinfoResponder:
         calls = seccomp_notify.SYSINFO_CALLS.get(os.uname().machine)
         self._native_call = calls  # (audit arch, sysinfo's number), None: leave every call to the kernel
         self._listeners: dict[int, Listener] = {}
+        self.in_hand = InHand()
         self.cache_ttl_s = cache_ttl_s
         # (listener fd, cgroup key) -> (expires, packed struct): _packed_for().
         self._structs: dict[tuple, tuple[float, bytes]] = {}
@@ -194,8 +234,9 @@ class SysinfoResponder:
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         self._keep({SOCKET_NAME: sock.fileno()})
 
-    def adopt(self, handed: dict[str, int]) -> None:
-        """Serve the listeners a predecessor handed over (by fd-store name)."""
+    def adopt(self, handed: dict[str, int], in_hand: int | None = None) -> None:
+        """Serve the listeners a predecessor handed over (by fd-store name), and answer the
+        call it had in hand (`in_hand`: its InHand memfd)."""
         for name, fd in handed.items():
             if not is_listener_descriptor(fd):
                 log.warning("descriptor %s handed over is not a seccomp listener; closed", name)
@@ -204,6 +245,20 @@ class SysinfoResponder:
             self._add(fd, Listener(name, container_of(name)), keep=False)
         if handed:
             log.info("answering sysinfo(2) again for %d listeners handed over", len(self._listeners))
+        if in_hand is not None:
+            previous = InHand(in_hand)
+            held = previous.held()
+            os.close(in_hand)
+            if held is not None:
+                self._answer_held(*held)
+        self._keep({IN_HAND_NAME: self.in_hand.fd})
+
+    def _answer_held(self, name: str, notification: seccomp_notify.Notification) -> None:
+        fd = next((fd for fd, listener in self._listeners.items() if listener.name == name), None)
+        if fd is None or not seccomp_notify.still_waiting(fd, notification.id):
+            return  # answered after all, or its caller is gone
+        log.info("answering the sysinfo(2) call of pid %d the previous instance had in hand", notification.pid)
+        self._answer_safely(fd, notification, time.monotonic())
 
     def descriptors(self) -> dict[str, int]:
         """Every descriptor to hand over, by fd-store name."""
@@ -211,6 +266,7 @@ class SysinfoResponder:
             named = {listener.name: fd for fd, listener in self._listeners.items()}
         if self._sock is not None:
             named[SOCKET_NAME] = self._sock.fileno()
+        named[IN_HAND_NAME] = self.in_hand.fd
         return named
 
     # -- the thread ---------------------------------------------------------------------
@@ -363,11 +419,16 @@ class SysinfoResponder:
         if notification is None:
             self.stats.sysinfo_call("gone", 0.0)
             return
+        self.in_hand.hold(self._listeners[fd].name, notification)
+        self._answer_safely(fd, notification, started)
+
+    def _answer_safely(self, fd: int, notification: seccomp_notify.Notification, started: float) -> None:
         try:
             outcome = self._answer(fd, notification)
         except Exception as exc:  # whatever it was, the kernel's own answer is a right one
             self._note_once(type(exc).__name__, f"sysinfo for pid {notification.pid} left to the kernel: {exc}")
             outcome = "kernel" if self._let_kernel_run(fd, notification.id) else "gone"
+        self.in_hand.release()
         self.stats.sysinfo_call(outcome, time.monotonic() - started)
 
     def _answer(self, fd: int, notification: seccomp_notify.Notification) -> str:

@@ -165,3 +165,47 @@ def test_no_daemon_at_create_the_container_starts_and_the_kernel_answers(runc_ho
     assert free_totals(wait_lines(log, 2)) == {host_total_kb}
     with open(runtime_log(directory), encoding="utf-8") as f:
         assert "does not answer" in f.read()
+
+
+def test_a_call_in_hand_at_a_sigkill_is_answered_by_the_successor(runc_host, tmp_path, notify_socket,
+                                                                   runc_containers):
+    """A daemon killed between taking a call and answering it: the kernel never offers
+    that call again, so the successor answers it from the record the dead instance kept
+    in the fd store (without it the caller would wait forever).  A tight loop keeps the
+    daemon in the middle of an answer nearly all the time."""
+    directory = str(tmp_path)
+    mountpoint = os.path.join(directory, "mnt")
+    env = {"CGROUPFS_SYSINFO_SOCKET": sysinfo_socket(mountpoint)}
+    daemons = [ServiceDaemon(directory, notify=notify_socket, env=env).start()]
+    try:
+        notify_socket.wait_for("READY=1", timeout=scaled(30))
+        notify_socket.wait_stored(STORED, timeout=scaled(10))
+        script = write_runtime_script(directory, mountpoint, "runc")
+        seconds = scaled(6.0)
+        bundle = make_bundle(os.path.join(directory, "busy"), ["python3", "-c", TIGHT_LOOP, str(seconds),
+                                                               str(64 * MIB)], memory_limit=64 * MIB, host_tools=True)
+        log = os.path.join(directory, "busy.log")
+        started = time.monotonic()
+        runc_containers(script, bundle, log)
+        for _ in range(3):
+            time.sleep(seconds / 6)
+            victim = daemons[-1]
+            victim.process.send_signal(signal.SIGKILL)
+            victim.process.wait(timeout=10)
+            since = time.monotonic()
+            daemons.append(ServiceDaemon(directory, notify=notify_socket, env=env).start(
+                handed=notify_socket.stored))
+            notify_socket.wait_for("READY=1", timeout=scaled(30), after=since)
+        # The loop ends on its own (it stops calling after `seconds`) only if no call hangs.
+        deadline = started + seconds + scaled(30)
+        while not lines_of(log):
+            assert time.monotonic() < deadline, f"the looping container hangs: {whole_log(daemons[-1])[-3000:]}"
+            time.sleep(0.1)
+        calls, wrong = (int(value) for value in lines_of(log)[0].split())
+        answered_in_hand = whole_log(daemons[-1]).count("the previous instance had in hand")
+        print(f"\ntight loop across 3 SIGKILLs: {calls} calls, {wrong} wrong; calls in hand at a kill, "
+              f"answered by the successor: {answered_in_hand}")
+        assert wrong == 0 and calls > 1000, (calls, wrong)
+    finally:
+        for daemon in daemons:
+            daemon.cleanup()

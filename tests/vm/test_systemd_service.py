@@ -48,7 +48,7 @@ MOUNTED_AFRESH = "aborting the connection, mounting afresh"
 SERVING = f"serving {MOUNTPOINT} "
 WEDGE_FILE = "/run/cgroupfs-vm-wedge"
 DOCKER_SAW = "/run/cgroupfs-vm-docker-saw"
-STORED = 4  # the files' connection, the views', the state memfd, the sysinfo socket
+STORED = 5  # the files' connection, the views', the state memfd, the sysinfo socket and its call in hand
 # busybox free's line while a container's /proc/meminfo is dead (after a clean stop, before the heal).
 HEAL_WINDOW = "can't open '/proc/meminfo'"
 
