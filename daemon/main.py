@@ -201,7 +201,7 @@ class Daemon:
                 os.close(fd)
             return None
         responder = SysinfoResponder(self.server, os.path.abspath(socket_path), self.stats,
-                                     cache_ttl_s=self.config.cache_ttl_s,
+                                     cache_ttl_s=self.config.cache_ttl_s, in_hand=in_hand,
                                      keep=self.notifier.keep_descriptors, forget=self.notifier.forget_descriptors)
         try:
             responder.listen(handed_socket)
@@ -209,7 +209,7 @@ class Daemon:
             # Like an unusable state file: the files are served anyway.  New containers
             # find no socket, so the runtime wrapper leaves their sysinfo to the kernel.
             log.error("%s; containers' sysinfo(2) is left to the kernel, serving continues", exc)
-        responder.adopt(listeners, in_hand)
+        responder.adopt(listeners)
         return responder
 
     def add_component(self, component) -> None:

@@ -153,6 +153,7 @@ def parse_state(data: bytes) -> tuple[str, int, list[str]]:
 
 class SysinfoResponder:
     def __init__(self, server: ContentServer, socket_path: str, stats: DaemonStats, cache_ttl_s: float = 0.1,
+                 in_hand: int | None = None,
                  keep: Callable[[dict[str, int]], object] | None = None,
                  forget: Callable[[list[str]], object] | None = None):
         self.server = server
@@ -164,7 +165,13 @@ class SysinfoResponder:
         calls = seccomp_notify.SYSINFO_CALLS.get(os.uname().machine)
         self._native_call = calls  # (audit arch, sysinfo's number), None: leave every call to the kernel
         self._listeners: dict[int, Listener] = {}
-        self.in_hand = InHand()
+        try:
+            self.in_hand = InHand(in_hand)  # a predecessor's, kept in the fd store once: reused
+        except (OSError, ValueError) as exc:
+            log.warning("the handed-over sysinfo call-in-hand record is unusable (%s); starting a new one", exc)
+            if in_hand is not None:
+                os.close(in_hand)
+            self.in_hand = InHand()
         self.cache_ttl_s = cache_ttl_s
         # (listener fd, cgroup key) -> (expires, packed struct): _packed_for().
         self._structs: dict[tuple, tuple[float, bytes]] = {}
@@ -234,9 +241,9 @@ class SysinfoResponder:
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         self._keep({SOCKET_NAME: sock.fileno()})
 
-    def adopt(self, handed: dict[str, int], in_hand: int | None = None) -> None:
+    def adopt(self, handed: dict[str, int]) -> None:
         """Serve the listeners a predecessor handed over (by fd-store name), and answer the
-        call it had in hand (`in_hand`: its InHand memfd)."""
+        call it had in hand."""
         for name, fd in handed.items():
             if not is_listener_descriptor(fd):
                 log.warning("descriptor %s handed over is not a seccomp listener; closed", name)
@@ -245,13 +252,11 @@ class SysinfoResponder:
             self._add(fd, Listener(name, container_of(name)), keep=False)
         if handed:
             log.info("answering sysinfo(2) again for %d listeners handed over", len(self._listeners))
-        if in_hand is not None:
-            previous = InHand(in_hand)
-            held = previous.held()
-            os.close(in_hand)
-            if held is not None:
-                self._answer_held(*held)
-        self._keep({IN_HAND_NAME: self.in_hand.fd})
+        held = self.in_hand.held()
+        if held is not None:
+            self._answer_held(*held)
+            self.in_hand.release()
+        self._keep({IN_HAND_NAME: self.in_hand.fd})  # (the predecessor's memfd: already there)
 
     def _answer_held(self, name: str, notification: seccomp_notify.Notification) -> None:
         fd = next((fd for fd, listener in self._listeners.items() if listener.name == name), None)
