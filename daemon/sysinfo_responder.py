@@ -9,8 +9,9 @@ container, and in its `exec`s (each one a listener of its own), waits until this
 thread answers it:
 
 - with the struct cgroupfs.sysinfo derives from the caller's own /proc texts
-  (the content server's, cached as for a read), written into the caller's memory
-  (daemon/seccomp_notify.py: only after the call is checked still waiting);
+  (the content server's), kept per (listener, cgroup) for the cache interval,
+  written into the caller's memory (daemon/seccomp_notify.py: only after the call
+  is checked still waiting);
 - or, when anything goes wrong (a caller of another ABI, an unreadable cgroup, a
   bad pointer), by letting the kernel run the call: its own result and errno,
   never a hang and never an invented error.
@@ -24,7 +25,9 @@ processes are all gone reads as hung up (EPOLLHUP) and is closed.
 The listeners outlive the daemon: without one, the kernel fails the call with
 ENOSYS, so `free` would break in every container after a restart.  Each is kept
 in systemd's fd store (and handed across a re-exec) under a name of its own,
-`sysinfo-listener-…`, the socket as `sysinfo-socket` (daemon/handoff.py).
+`sysinfo-listener-…`, the socket as `sysinfo-socket`, and the call being answered
+in a memfd, `sysinfo-in-hand` (InHand), which a successor answers: the kernel never
+offers a taken call again (daemon/handoff.py).
 """
 
 from __future__ import annotations
