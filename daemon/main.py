@@ -177,7 +177,8 @@ class Daemon:
         self.add_component(NamespaceHealer(self.mountpoint, self.stats, self.views,
                                            after=watcher.first_sweep_done if watcher is not None else None))
         self.add_component(StateWriter(None, self.stats, mountpoint=self.mountpoint,
-                                       docker_host=config.docker_host, metrics_address=config.metrics_address))
+                                       docker_host=config.docker_host, metrics_address=config.metrics_address,
+                                       sysinfo_socket=config.sysinfo_socket))
         # Last: started once everything else runs (READY=1 means "all up"), stopped first
         # (STOPPING=1 before the rest shuts down).
         self.notifier = Notifier(self.mountpoint, self.stats, docker_enabled=config.docker_host is not None,

@@ -43,12 +43,14 @@ class StateWriter:
     """A component: `start()` writes the file and keeps it fresh; `stop()` removes it."""
 
     def __init__(self, path: str | None, stats: DaemonStats, *, mountpoint: str, docker_host: str | None = None,
-                 metrics_address: str | None = None, interval_s: float = UPDATE_INTERVAL_S):
+                 metrics_address: str | None = None, sysinfo_socket: str | None = None,
+                 interval_s: float = UPDATE_INTERVAL_S):
         self.path = os.path.abspath(path or default_state_path())
         self.stats = stats
         self.mountpoint = os.path.abspath(mountpoint)
         self.docker_host = docker_host          # None: Docker watching off
         self.metrics_address = metrics_address  # None: no metrics endpoint
+        self.sysinfo_socket = sysinfo_socket    # None: sysinfo(2) not answered
         self.interval_s = interval_s
         self._failing = False
         self._stop = threading.Event()
@@ -72,6 +74,12 @@ class StateWriter:
             },
             "injections": {"ok": stats.injections_ok, "failed": stats.injections_failed},
             "metrics_address": self.metrics_address,
+            "sysinfo": {
+                "socket": self.sysinfo_socket,
+                "listeners": stats.sysinfo_listeners,
+                "answered": stats.sysinfo_calls.get("answered", 0),
+                "kernel": stats.sysinfo_calls.get("kernel", 0),
+            },
         }
 
     def write(self) -> None:

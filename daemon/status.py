@@ -137,6 +137,12 @@ def print_status(mountpoint: str, state_path: str | None = None, *, out=None,
                                     f"({docker.get('host')})"))
         address = state.get("metrics_address")
         lines.append(("metrics", f"http://{address}/metrics" if address else "off (--no-metrics)"))
+        sysinfo = state.get("sysinfo") or {}
+        if not sysinfo.get("socket"):
+            lines.append(("sysinfo", "off (--no-sysinfo)"))
+        else:
+            lines.append(("sysinfo", f"{sysinfo.get('listeners', 0)} listeners at {sysinfo['socket']}; calls answered "
+                                     f"{sysinfo.get('answered', 0)}, left to the kernel {sysinfo.get('kernel', 0)}"))
     width = max(len(label) for label, _ in lines) + 1
     for label, text in lines:
         print(f"{label + ':':<{width}} {text}" if label != "cgroupfs" else f"cgroupfs {text}", file=out)

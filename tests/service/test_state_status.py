@@ -49,6 +49,8 @@ def test_status_follows_the_daemon(daemons):
     assert re.fullmatch(rf"running, pid {daemon.pid}, up \d+s", lines["daemon"])
     assert lines["cgroups"].split()[0] == discover().mode
     assert (lines["containers"], lines["docker"], lines["metrics"]) == ("0", "off (--no-docker)", "off (--no-metrics)")
+    socket = os.path.join(os.path.dirname(daemon.state_file), "sysinfo.sock")  # the default, beside the state file
+    assert lines["sysinfo"] == f"0 listeners at {socket}; calls answered 0, left to the kernel 0"
 
     assert daemon.terminate() == 0
     assert not os.path.exists(daemon.state_file)  # removed on a clean stop
