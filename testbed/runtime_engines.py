@@ -18,11 +18,13 @@ import tarfile
 import tempfile
 import time
 
+from testbed.cgroups import remove_tree
 from testbed.daemon_process import sysinfo_socket
 from testbed.docker_engine import BUSYBOX, EngineUnavailable, busybox_rootfs_tar, unmount_under
 from testbed.timing import scaled
 
 IMAGE = "localhost/cgroupfs-test-busybox:latest"
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def write_runtime_script(directory: str, mountpoint: str, runtime: str = "runc", wrapper: str | None = None,
@@ -145,10 +147,11 @@ class Containerd(_Engine):
     """containerd with its own root, state, socket and configuration; `ctr` to drive it."""
 
     prefix = "cgfs-ctd-"
-    namespace = "cgfs-test"
-
     def __init__(self) -> None:
         super().__init__()
+        # Its own: containerd makes a cgroup of this name in every hierarchy (the parent
+        # of its containers'), removed by cleanup(); never one another run uses.
+        self.namespace = f"cgfs-test-{os.path.basename(self.base)}"
         self.socket = os.path.join(self.base, "containerd.sock")
         self.config = os.path.join(self.base, "config.toml")
         self.log_path = os.path.join(self.base, "containerd.log")
@@ -204,7 +207,12 @@ class Containerd(_Engine):
                 self.process.terminate()
                 self.process.wait(timeout=30)
         finally:
-            super().cleanup()
+            try:
+                for hierarchy in os.listdir(CGROUP_ROOT):
+                    remove_tree(os.path.join(CGROUP_ROOT, hierarchy, self.namespace))
+                remove_tree(os.path.join(CGROUP_ROOT, self.namespace))  # a pure v2 host
+            finally:
+                super().cleanup()
 
 
 def kill_processes_naming(base: str, proc_root: str = "/proc") -> None:
