@@ -38,29 +38,26 @@ def daemon(base):
         process.stop()
 
 
-@pytest.fixture(scope="package")
-def podman():
-    require(shutil.which("podman") is not None, "podman is not installed (Debian package podman)")
-    engine = Podman()
+def private_engine(make_engine, program: str, what: str):
+    """Make (`make_engine()`: a testbed engine) and start an engine, yield it, clean it up;
+    a missing program or an engine that cannot start is require()d (a failure under CI=true)."""
+    require(shutil.which(program) is not None, f"{program} is not installed (Debian package {program})")
+    engine = make_engine()
     try:
         try:
             engine.start()
         except (EngineUnavailable, AssertionError) as exc:
-            require(False, f"cannot use a private podman: {exc}")
+            require(False, f"cannot use a private {what}: {exc}")
         yield engine
     finally:
         engine.cleanup()
+
+
+@pytest.fixture(scope="package")
+def podman():
+    yield from private_engine(Podman, "podman", "podman")
 
 
 @pytest.fixture(scope="package")
 def containerd():
-    require(shutil.which("containerd") is not None, "containerd is not installed (Debian package containerd)")
-    engine = Containerd()
-    try:
-        try:
-            engine.start()
-        except (EngineUnavailable, AssertionError) as exc:
-            require(False, f"cannot start a private containerd: {exc}")
-        yield engine
-    finally:
-        engine.cleanup()
+    yield from private_engine(Containerd, "containerd", "containerd")
