@@ -21,7 +21,6 @@ and what it answers is derived from the texts the same reader would read in
 
 from __future__ import annotations
 
-import functools
 import math
 import struct
 from collections.abc import Callable
@@ -120,14 +119,8 @@ def from_files(meminfo: bytes, uptime: bytes, loadavg: bytes) -> Sysinfo:
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _from_cached_files(meminfo: bytes, uptime: bytes, loadavg: bytes) -> Sysinfo:
-    return from_files(meminfo, uptime, loadavg)
-
-
 def for_reader(content: Callable[[str, int], bytes], pid: int) -> Sysinfo:
     """What process `pid` gets from sysinfo(2), `content(path, pid)` being what it reads at
-    `path` (ContentServer.content).  The server hands out the same cached texts for a
-    cgroup within its cache interval: each set is parsed once."""
+    `path` (ContentServer.content)."""
     meminfo, uptime, loadavg = (content(path, pid) for path in SOURCES)
-    return _from_cached_files(meminfo, uptime, loadavg)
+    return from_files(meminfo, uptime, loadavg)
